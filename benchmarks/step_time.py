@@ -1,0 +1,114 @@
+"""Median wall time of one training step: flatpriv's sgd / sam / vasso against a hand-written SAM loop.
+
+The hand-written loop is the style users copy today (davda54/sam): perturb ``p.data`` in place, second
+forward/backward, restore, ``optimizer.step()``. All variants run in this one process on the same batches.
+Prints one JSON object. Usage: python benchmarks/step_time.py [--steps 300] [--batch-size 128] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from flatpriv.config import DataConfig, ModelConfig, config_from_dict
+from flatpriv.data import load_data
+from flatpriv.gradients import mean_grad
+from flatpriv.models import build_model
+from flatpriv.step import ALGORITHMS, take_step
+
+MODELS = {"mlp": ModelConfig(name="mlp", width=256, depth=2), "cnn1d": ModelConfig(name="cnn1d", width=32, depth=3)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(step, batches, device, warmup: int) -> float:
+    times = []
+    for i, (x, y) in enumerate(batches):
+        _sync(device)
+        t = time.perf_counter()
+        step(x, y)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def flatpriv_step(algorithm: str, model: torch.nn.Module):
+    cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.05, "theta": 0.9}})
+    params = dict(model.named_parameters())
+    pipe = ALGORITHMS[algorithm].build(cfg, mean_grad(model))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    state = [pipe.init(params)]
+
+    def step(x, y):
+        state[0], _ = take_step(pipe, params, state[0], opt, x, y)
+    return step
+
+
+def handwritten_sam_step(model: torch.nn.Module, rho: float = 0.05):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def step(x, y):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        grad_norm = torch.norm(torch.stack([p.grad.norm(2) for p in model.parameters()]), 2)
+        saved = []
+        with torch.no_grad():
+            for p in model.parameters():
+                e = p.grad * (rho / (grad_norm + 1e-12))
+                p.add_(e)
+                saved.append(e)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            for p, e in zip(model.parameters(), saved):
+                p.sub_(e)
+        opt.step()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median over all steps")
+    a = ap.parse_args()
+    device = torch.device(a.device)
+    data = load_data(DataConfig(name="mnist1d"), device)
+    g = torch.Generator().manual_seed(0)
+    idx = [torch.randint(0, len(data.y_train), (a.batch_size,), generator=g).to(device) for _ in range(a.steps)]
+    batches = [(data.x_train[i], data.y_train[i]) for i in idx]
+    out: dict = {"device": str(device), "batch_size": a.batch_size, "steps": a.steps, "torch": torch.__version__,
+                 "threads": torch.get_num_threads(), "machine": platform.machine(), "models": {}}
+    for mname, mcfg in MODELS.items():
+        variants = {"sgd": lambda m: flatpriv_step("sgd", m), "sam": lambda m: flatpriv_step("sam", m),
+                    "vasso": lambda m: flatpriv_step("vasso", m), "handwritten_sam": handwritten_sam_step}
+        samples: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(a.rounds):  # interleave so drift in machine load hits every variant alike
+            for name, make in variants.items():
+                torch.manual_seed(0)
+                model = build_model(mcfg, data.input_shape, data.num_classes).to(device)
+                samples[name].append(_time(make(model), batches, device, a.warmup))
+        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+        out["models"][mname] = {
+            "median_step_ms": {k: round(v, 4) for k, v in med.items()},
+            "sam_over_sgd": round(med["sam"] / med["sgd"], 3),
+            "vasso_over_sgd": round(med["vasso"] / med["sgd"], 3),
+            "sam_over_handwritten_sam": round(med["sam"] / med["handwritten_sam"], 3),
+        }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Command line: parse, build the config, call one library function, print.
+
+Errors are one line on stderr with exit code 2 (a traceback only with --debug); ``--json`` prints exactly
+one JSON object as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from .errors import FlatprivError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
+        sys.stderr.write(f"flatpriv: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", metavar="NAME", help="a preset from `flatpriv presets` (default: 'default')")
+    g.add_argument("--config", metavar="FILE", help="a TOML config file (same keys as the presets)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set optim.lr=0.1 --set sharpness.rho=0.1 (repeatable)")
+    p.add_argument("--out", default="runs", metavar="DIR",
+                   help="parent directory for the new run directory (default: runs)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="shortcut for --set train.device=...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import resolve
+    from .train import resume, train
+
+    if a.resume:
+        if a.preset or a.config or a.overrides:
+            raise FlatprivError("--resume continues a run with its saved config; drop --preset/--config/--set")
+        summary = resume(a.resume, quiet=a.quiet or a.json)
+    else:
+        overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
+        cfg, name = resolve(a.preset, a.config, overrides)
+        summary = train(cfg, name=name, out=a.out, quiet=a.quiet or a.json)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}")
+        if "interrupted_after_epoch" in summary:
+            print(f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
+                  f"`flatpriv train --resume {summary['run_dir']}`")
+        else:
+            print(f"{summary['algorithm']} on {summary['dataset']}/{summary['model']}: "
+                  f"test accuracy {summary['test_accuracy']:.4f}, train accuracy {summary['train_accuracy']:.4f}, "
+                  f"{summary['steps']} steps in {summary['wall_seconds']:.1f} s")
+    return summary
+
+
+def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import describe_presets
+
+    rows = describe_presets()
+    if not a.json:
+        width = max(len(n) for n, _ in rows)
+        for name, desc in rows:
+            print(f"{name:<{width}}  {desc}")
+    return {"presets": {n: d for n, d in rows}}
+
+
+def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
+    from .step import ALGORITHMS
+
+    if not a.json:
+        for alg in ALGORITHMS.values():
+            print(f"{alg.name:<10}  {alg.rule}")
+    return {"algorithms": {n: alg.rule for n, alg in ALGORITHMS.items()}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="flatpriv", description=(
+        "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
+        "and measure memorization and privacy. Every run writes a new directory under --out."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one model and write a run directory",
+                       description="Train one model; the run directory gets config.json, provenance.json, "
+                       "metrics.jsonl (one line per epoch), summary.json, model.pt and arrays/ (per-example "
+                       "logits and labels). Without --preset or --config the 'default' preset is used.")
+    _config_args(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("presets", help="list the presets with a one-line description each")
+    _common(p)
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("algorithms", help="list the algorithms with their update rules")
+    _common(p)
+    p.set_defaults(func=cmd_algorithms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+    try:
+        result = func(args)
+    except FlatprivError as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"flatpriv: error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("flatpriv: interrupted; a training run can be continued with --resume RUN_DIR\n")
+        return 130
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

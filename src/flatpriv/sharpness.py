@@ -1,0 +1,34 @@
+"""The SAM family as one small object: where the ascent direction comes from and how it is shaped.
+
+``Ascent(direction, source)``: ``direction`` is a Transform mapping a gradient to the perturbation ε;
+``source`` says which gradient feeds it: ``"current"`` (a fresh gradient at w on the same minibatch) or
+``"previous"`` (the last released gradient, DP-SAT, so no extra privacy cost).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .transforms import Transform, adaptive_scale, chain, ema, normalize, scale
+
+
+@dataclass(frozen=True)
+class Ascent:
+    direction: Transform
+    source: Literal["current", "previous"] = "current"
+
+
+def sam(rho: float) -> Ascent:
+    """SAM (Foret et al. 2021): ε = ρ · g / (‖g‖₂ + 1e-12), then descend along ∇L_B(w + ε)."""
+    return Ascent(chain(normalize(), scale(rho)))
+
+
+def vasso(rho: float, theta: float) -> Ascent:
+    """VaSSO (Li & Giannakis 2023): d_t = (1 − θ) d_{t−1} + θ g_t (d_1 = g_1), ε_t = ρ · d_t / ‖d_t‖."""
+    return Ascent(chain(ema(theta), normalize(), scale(rho)))
+
+
+def asam(rho: float, eta: float) -> Ascent:
+    """ASAM (Kwon et al. 2021): ε = ρ · T_w² g / ‖T_w g‖ with T_w = |w| + η, composed as T ∘ normalize ∘ T."""
+    return Ascent(chain(adaptive_scale(eta), normalize(), adaptive_scale(eta), scale(rho)))

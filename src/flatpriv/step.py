@@ -1,0 +1,122 @@
+"""Algorithms as rows: each name maps to a function building a gradient pipeline from the config.
+
+A pipeline is ``(init, grad)`` with ``grad(params, state, x, y) -> (g, state, loss)``; the descent is a stock
+``torch.optim`` optimizer fed with ``g`` (so momentum, weight decay, Adam and schedules are PyTorch's own).
+The weights are never moved to w + ε: the perturbed point is a different tree passed to the same oracle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from . import sharpness
+from . import tree as T
+from .config import Config
+from .errors import FlatprivError
+from .gradients import Oracle
+from .tree import Tree
+
+State = Any
+GradFn = Callable[[Tree, State, torch.Tensor, torch.Tensor], tuple[Tree, State, torch.Tensor]]
+
+
+class Pipeline(NamedTuple):
+    init: Callable[[Tree], State]
+    grad: GradFn
+
+
+def plain(oracle: Oracle) -> Pipeline:
+    """SGD: g = ∇L_B(w)."""
+
+    def grad(params: Tree, state: State, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, State, torch.Tensor]:
+        g, loss = oracle(params, x, y)
+        return g, state, loss
+
+    return Pipeline(lambda params: (), grad)
+
+
+def ascent(oracle: Oracle, asc: sharpness.Ascent) -> Pipeline:
+    """SAM family: g = ∇L_B(w); ε = direction(g); return ∇L_B(w + ε) on the same minibatch (two passes)."""
+
+    def grad(params: Tree, state: State, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, State, torch.Tensor]:
+        g, loss = oracle(params, x, y)
+        eps, state = asc.direction.update(g, state, params)
+        g_adv, _ = oracle(T.add(params, eps), x, y)
+        return g_adv, state, loss
+
+    return Pipeline(asc.direction.init, grad)
+
+
+def sharpreg(oracle: Oracle, rho: float, lam: float) -> Pipeline:
+    """Sharp-seeking mitigation (paper 1; science.md §1.4, a reconstruction): minimise L(w) − λ[L(w+ε) − L(w)].
+
+    ε = ρ g/‖g‖ and the descent gradient is (1 + λ) ∇L(w) − λ ∇L(w + ε) (ε treated as a constant, as in SAM).
+    """
+    direction = sharpness.sam(rho).direction
+
+    def grad(params: Tree, state: State, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, State, torch.Tensor]:
+        g, loss = oracle(params, x, y)
+        eps, state = direction.update(g, state, params)
+        g_adv, _ = oracle(T.add(params, eps), x, y)
+        return T.add(T.scale(g, 1.0 + lam), g_adv, alpha=-lam), state, loss
+
+    return Pipeline(direction.init, grad)
+
+
+def take_step(pipeline: Pipeline, params: Tree, state: State, optimizer: torch.optim.Optimizer,
+              x: torch.Tensor, y: torch.Tensor) -> tuple[State, torch.Tensor]:
+    """One training step: the pipeline's gradient becomes ``p.grad`` and the stock optimizer descends."""
+    g, state, loss = pipeline.grad(params, state, x, y)
+    for k, p in params.items():
+        p.grad = g[k]
+    optimizer.step()
+    return state, loss
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    rule: str  # the update rule in one line, shown by `flatpriv algorithms` and in docs
+    build: Callable[[Config, Oracle], Pipeline]
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in [
+        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", lambda c, o: plain(o)),
+        Algorithm("sam", "ε = ρ g/‖g‖; w ← opt(w, ∇L_B(w+ε))",
+                  lambda c, o: ascent(o, sharpness.sam(c.sharpness.rho))),
+        Algorithm("vasso", "d = (1−θ)d + θg; ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
+                  lambda c, o: ascent(o, sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
+        Algorithm("asam", "ε = ρ T²g/‖Tg‖, T = |w|+η; w ← opt(w, ∇L_B(w+ε))",
+                  lambda c, o: ascent(o, sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta))),
+        Algorithm("sharpreg", "ε = ρ g/‖g‖; w ← opt(w, (1+λ)∇L_B(w) − λ∇L_B(w+ε))",
+                  lambda c, o: sharpreg(o, c.sharpness.rho, c.sharpness.sharpreg_lambda)),
+    ]
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise FlatprivError(f"algorithm = '{name}': must be one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+def make_optimizer(cfg: Config, params: list[torch.Tensor], total_steps: int) -> tuple[
+        torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The descent step: SGD (momentum, Nesterov, weight decay) or Adam, constant or cosine learning rate."""
+    o = cfg.optim
+    opt: torch.optim.Optimizer
+    if o.name == "sgd":
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                              weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    sched = None
+    if o.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    return opt, sched

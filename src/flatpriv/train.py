@@ -1,0 +1,190 @@
+"""Train one model: data resident on the device, batches as index gathers, a checkpoint every epoch.
+
+One step: ``g, state, loss = pipeline.grad(params, state, x_B, y_B)``; ``p.grad = g``; ``optimizer.step()``.
+A run interrupted and resumed from its last checkpoint ends with the same weights as an uninterrupted one:
+the checkpoint holds the weights, the optimizer, the schedule, the pipeline state (e.g. VaSSO's d) and the
+batch-order generator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import results
+from .config import Config, config_from_dict, config_to_dict
+from .data import Dataset, load_data
+from .errors import FlatprivError
+from .gradients import mean_grad
+from .models import build_model, count_parameters
+from .step import Pipeline, get_algorithm, make_optimizer, take_step
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Setup:
+    cfg: Config
+    data: Dataset
+    model: torch.nn.Module
+    pipeline: Pipeline
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FlatprivError(f"train.device = '{name}': no CUDA device is available here; use cpu")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise FlatprivError(f"train.device = '{name}': must be cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def prepare(cfg: Config) -> Setup:
+    """Everything that can fail on bad input happens here, before any run directory is created."""
+    device = resolve_device(cfg.train.device)
+    algorithm = get_algorithm(cfg.algorithm)
+    data = load_data(cfg.data, device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    steps_per_epoch = math.ceil(len(data.y_train) / cfg.train.batch_size)
+    optimizer, scheduler = make_optimizer(cfg, list(model.parameters()), steps_per_epoch * cfg.train.epochs)
+    pipeline = algorithm.build(cfg, mean_grad(model))
+    return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    model.eval()
+    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train()
+    return out
+
+
+def _eval(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch.Generator,
+                     elapsed: float) -> None:
+    tmp = run_dir / f".{CHECKPOINT}.tmp"
+    torch.save({"epoch": epoch, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                "scheduler": s.scheduler.state_dict() if s.scheduler else None, "pipeline_state": state,
+                "generator": gen.get_state(), "elapsed": elapsed}, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def _loop(s: Setup, run_dir: Path, start_epoch: int, state: Any, gen: torch.Generator, elapsed: float,
+          quiet: bool, stop_after_epoch: int | None) -> dict[str, Any]:
+    cfg, data = s.cfg, s.data
+    params = dict(s.model.named_parameters())
+    n = len(data.y_train)
+    bs = cfg.train.batch_size
+    t0 = time.perf_counter() - elapsed
+    record: dict[str, Any] = {}
+    bar = tqdm(range(start_epoch, cfg.train.epochs), desc=f"train {cfg.algorithm}", unit="epoch",
+               initial=start_epoch, total=cfg.train.epochs, disable=quiet or None, leave=False)
+    for epoch in bar:
+        perm = torch.randperm(n, generator=gen).to(data.x_train.device)
+        loss_sum = torch.zeros((), device=data.x_train.device)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            state, loss = take_step(s.pipeline, params, state, s.optimizer, data.x_train[idx], data.y_train[idx])
+            if s.scheduler is not None:
+                s.scheduler.step()
+            loss_sum += loss * len(idx)
+        train_loss, train_acc = _eval(predict(s.model, data.x_train, cfg.train.eval_batch_size), data.y_train)
+        test_loss, test_acc = _eval(predict(s.model, data.x_test, cfg.train.eval_batch_size), data.y_test)
+        record = {"epoch": epoch + 1, "step": (epoch + 1) * s.steps_per_epoch,
+                  "lr": s.optimizer.param_groups[0]["lr"], "minibatch_loss": loss_sum.item() / n,
+                  "train_loss": train_loss, "train_accuracy": train_acc,
+                  "test_loss": test_loss, "test_accuracy": test_acc,
+                  "wall_seconds": time.perf_counter() - t0}
+        results.append_jsonl(run_dir / "metrics.jsonl", record)
+        _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
+        bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
+            return {"interrupted_after_epoch": epoch + 1}
+    bar.close()
+    return _finish(s, run_dir, record)
+
+
+def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
+    cfg, data = s.cfg, s.data
+    if cfg.train.save_model:
+        torch.save(s.model.state_dict(), run_dir / "model.pt")
+    if cfg.train.save_logits:
+        for split, x in (("train", data.x_train), ("test", data.x_test)):
+            logits = predict(s.model, x, cfg.train.eval_batch_size)
+            results.save_array(run_dir, f"{split}_logits", logits.cpu().numpy().astype(np.float32))
+    for name, arr in (("train_labels", data.y_train), ("test_labels", data.y_test),
+                      ("train_index", data.train_index), ("test_index", data.test_index)):
+        results.save_array(run_dir, name, arr.cpu().numpy())
+    for name, arr in data.meta.items():
+        results.save_array(run_dir, name, np.asarray(arr))
+    summary = {
+        "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
+        "num_parameters": count_parameters(s.model), "seed": cfg.seed,
+        "test_accuracy": last["test_accuracy"], "train_accuracy": last["train_accuracy"],
+        "test_loss": last["test_loss"], "train_loss": last["train_loss"],
+        "epsilon": None, "delta": None, "accountant": None, "neighbouring": None,
+        "epochs": cfg.train.epochs, "steps": last["step"], "wall_seconds": round(last["wall_seconds"], 3),
+        "run_dir": str(run_dir),
+    }
+    results.write_json(run_dir / "summary.json", summary)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    return summary
+
+
+def train(cfg: Config, name: str = "custom", out: str | Path = "runs", quiet: bool = False,
+          stop_after_epoch: int | None = None) -> dict[str, Any]:
+    """Train one model into a new run directory under ``out``; returns summary.json's contents.
+
+    ``stop_after_epoch`` ends the run early as an interruption would (the run stays resumable).
+    """
+    s = prepare(cfg)
+    run_dir = results.new_run_dir(out, "train", name)
+    results.write_json(run_dir / "config.json", config_to_dict(cfg))
+    results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out_summary = _loop(s, run_dir, 0, s.pipeline.init(dict(s.model.named_parameters())), gen, 0.0, quiet,
+                        stop_after_epoch)
+    out_summary.setdefault("run_dir", str(run_dir))
+    return out_summary
+
+
+def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its last epoch checkpoint, in the same run directory."""
+    run_dir = Path(run_dir)
+    if not results.is_run_dir(run_dir):
+        raise FlatprivError(f"--resume {run_dir}: not a run directory (no config.json)")
+    if (run_dir / "summary.json").exists():
+        raise FlatprivError(f"--resume {run_dir}: this run already finished (summary.json exists)")
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.exists():
+        raise FlatprivError(f"--resume {run_dir}: no {CHECKPOINT} (the run stopped before its first epoch ended)")
+    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
+    s = prepare(cfg)
+    ckpt = torch.load(ckpt_path, map_location=s.data.x_train.device, weights_only=False)
+    s.model.load_state_dict(ckpt["model"])
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    if s.scheduler is not None:
+        s.scheduler.load_state_dict(ckpt["scheduler"])
+    gen = torch.Generator()
+    gen.set_state(ckpt["generator"])
+    metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= ckpt["epoch"]]
+    (run_dir / "metrics.jsonl").write_text("".join(results.json.dumps(m) + "\n" for m in metrics))
+    out_summary = _loop(s, run_dir, ckpt["epoch"], ckpt["pipeline_state"], gen, ckpt["elapsed"], quiet,
+                        stop_after_epoch)
+    out_summary.setdefault("run_dir", str(run_dir))
+    return out_summary

@@ -1,0 +1,83 @@
+"""Gradient transforms in optax's style: a ``Transform`` is a pair ``(init, update)`` and ``chain`` composes them.
+
+A new method is a new composition, not a subclass. ``update(tree, state, params)`` returns the transformed tree
+and the new state; nothing is mutated in place. The SAM family's perturbation ε is such a composition applied
+to a gradient, e.g. SAM's ε = ρ · g / ‖g‖ is ``chain(normalize(), scale(rho))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import tree as T
+from .tree import Tree
+
+State = Any
+
+
+class Transform(NamedTuple):
+    init: Callable[[Tree], State]
+    update: Callable[[Tree, State, Tree], tuple[Tree, State]]
+
+
+def identity() -> Transform:
+    return Transform(lambda params: (), lambda g, state, params: (g, state))
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Apply the transforms left to right; the state is the tuple of their states."""
+
+    def init(params: Tree) -> State:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        if len(state) != len(transforms):
+            raise ValueError(f"chain of {len(transforms)} transforms given {len(state)} states; use its init")
+        new_states = []
+        for t, s in zip(transforms, state):
+            g, s = t.update(g, s, params)
+            new_states.append(s)
+        return g, tuple(new_states)
+
+    return Transform(init, update)
+
+
+def normalize(eps: float = 1e-12) -> Transform:
+    """g ↦ g / (‖g‖₂ + eps), with the global L2 norm over all leaves."""
+
+    def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        return T.scale(g, 1.0 / (T.norm(g) + eps)), state
+
+    return Transform(lambda params: (), update)
+
+
+def scale(c: float) -> Transform:
+    """g ↦ c · g."""
+    return Transform(lambda params: (), lambda g, state, params: (T.scale(g, c), state))
+
+
+def ema(theta: float) -> Transform:
+    """VaSSO's variance-suppressed direction d_t = (1 − θ) d_{t−1} + θ g_t, with d_1 = g_1 (Li & Giannakis 2023).
+
+    θ = 1 gives d_t = g_t (SAM). The state is d_{t−1}, or None before the first step.
+    """
+
+    def update(g: Tree, d: Tree | None, params: Tree) -> tuple[Tree, Tree]:
+        d = T.clone(g) if d is None else T.lerp(d, g, theta)
+        return d, d
+
+    return Transform(lambda params: None, update)
+
+
+def adaptive_scale(eta: float) -> Transform:
+    """g ↦ T_w g with T_w = |w| + η elementwise: ASAM's normalisation operator (Kwon et al. 2021)."""
+
+    def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        t = {k: params[k].detach().abs() + eta for k in g}
+        return T.mul(t, g), state
+
+    return Transform(lambda params: (), update)
+
+
+
