@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flatpriv.config import (
-    Config,
-    config_from_dict,
-    config_to_dict,
-    describe_presets,
-    preset_names,
-    resolve,
-)
+from flatpriv.config import Config, config_from_dict, config_to_dict
+from flatpriv.config_io import describe_presets, preset_names, resolve
 from flatpriv.errors import FlatprivError
 from flatpriv.step import ALGORITHMS
 

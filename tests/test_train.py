@@ -14,7 +14,7 @@ import torch
 from conftest import TINY
 
 from flatpriv.cli import main
-from flatpriv.config import resolve
+from flatpriv.config_io import resolve
 from flatpriv.train import resume, train
 
 

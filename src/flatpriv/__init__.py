@@ -9,7 +9,8 @@ Python API in brief::
 
 __version__ = "0.1.0"
 
-from .config import Config, config_from_dict, resolve  # noqa: E402
+from .config import Config, config_from_dict  # noqa: E402
+from .config_io import resolve  # noqa: E402
 from .train import train  # noqa: E402
 
 __all__ = ["Config", "config_from_dict", "resolve", "train", "__version__"]

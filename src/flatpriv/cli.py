@@ -41,7 +41,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    from .config import resolve
+    from .config_io import resolve
     from .train import resume, train
 
     if a.resume:
@@ -65,7 +65,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
-    from .config import describe_presets
+    from .config_io import describe_presets
 
     rows = describe_presets()
     if not a.json:

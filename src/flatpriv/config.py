@@ -1,4 +1,4 @@
-"""Run configuration: nested frozen dataclasses, TOML presets, ``--set a.b=value`` overrides, validation.
+"""Run configuration: nested frozen dataclasses and their validation (presets and overrides: config_io.py).
 
 Every section is a frozen dataclass so a resolved config can be hashed, saved with each run (config.json) and
 read back exactly. Validation happens once, here, so the rest of the code can trust its input.
@@ -7,21 +7,11 @@ read back exactly. Validation happens once, here, so the rest of the code can tr
 from __future__ import annotations
 
 import dataclasses
-import sys
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import FlatprivError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-PRESET_DIR = Path(__file__).with_name("presets")
-DEFAULT_PRESET = "default"
 
 
 @dataclass(frozen=True)
@@ -88,6 +78,26 @@ class SharpnessConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy for the DP algorithms (science.md §2); ignored by the non-private ones.
+
+    Give either ``target_epsilon`` (σ is calibrated so that the run's ε never exceeds it) or
+    ``noise_multiplier`` σ. The noise on a clipped sum is N(0, σ²C²I); the sum is divided by the EXPECTED batch
+    size q·N. ε is reported for add/remove-one neighbours by the chosen accountant.
+    """
+
+    target_epsilon: float = 0.0  # > 0: calibrate σ for this ε over the whole run
+    noise_multiplier: float = 0.0  # σ, used when target_epsilon is 0
+    delta: float = 1e-5
+    clip_norm: float = 1.0  # C
+    sample_rate: float = 0.0  # Poisson rate q; 0: train.batch_size / N (batch_size is the expected batch)
+    accountant: str = "pld"  # pld | rdp
+    noise_seed: int = -1  # -1: noise and sampling seeded from OS entropy; >= 0: reproducible (research only)
+    clip_method: str = "auto"  # auto | ghost | vmap
+    physical_batch_size: int = 0  # largest micro-batch evaluated at once (0: the whole logical batch)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
@@ -108,6 +118,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -164,6 +175,15 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "sharpness.theta": _range(0, 1, lo_open=True),
     "sharpness.asam_eta": _range(0),
     "sharpness.sharpreg_lambda": _range(0),
+    "privacy.target_epsilon": _range(0),
+    "privacy.noise_multiplier": _range(0),
+    "privacy.delta": _range(0, 1, lo_open=True, hi_open=True),
+    "privacy.clip_norm": _range(0, lo_open=True),
+    "privacy.sample_rate": _range(0, 1),
+    "privacy.accountant": _in("pld", "rdp"),
+    "privacy.noise_seed": _range(-1),
+    "privacy.clip_method": _in("auto", "ghost", "vmap"),
+    "privacy.physical_batch_size": _range(0),
     "train.epochs": _range(1),
     "train.batch_size": _range(1),
     "train.eval_batch_size": _range(1),
@@ -227,75 +247,3 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return list(v) if isinstance(v, tuple) else v
     return plain(dataclasses.asdict(cfg))
-
-
-# --- presets, files and overrides ---------------------------------------------------------------------------
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise FlatprivError(f"cannot read config file {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise FlatprivError(f"{path} is not valid TOML: {e}") from e
-
-
-def preset_dict(name: str) -> dict[str, Any]:
-    path = PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
-        raise FlatprivError(f"no preset named '{name}' (see `flatpriv presets`: {', '.join(preset_names())})")
-    return _read_toml(path)
-
-
-def describe_presets() -> list[tuple[str, str]]:
-    return [(n, str(preset_dict(n).get("description", ""))) for n in preset_names()]
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b=value``; the value is read as a TOML value (numbers, booleans, lists), else as a string."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise FlatprivError(f"--set expects key=value (e.g. optim.lr=0.1), got '{text}'")
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.split("."), value
-
-
-def _set(tree: dict[str, Any], path: list[str], value: Any, raw_key: str) -> None:
-    node = tree
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise FlatprivError(f"unknown config key '{raw_key}'")
-    node[path[-1]] = value
-
-
-def resolve(preset: str | None = None, config_file: str | None = None,
-            overrides: typing.Sequence[str] = ()) -> tuple[Config, str]:
-    """Preset or file, then ``--set`` overrides, validated. Returns the config and a short name for the run."""
-    if preset and config_file:
-        raise FlatprivError("give either --preset or --config, not both")
-    if config_file:
-        data, name = _read_toml(Path(config_file)), Path(config_file).stem
-    else:
-        name = preset or DEFAULT_PRESET
-        data = preset_dict(name)
-    hints = {f.name: f.type for f in dataclasses.fields(Config)}
-    for text in overrides:
-        path, value = parse_override(text)
-        section = path[0]
-        # A string field gets the raw text, so `--set data.root=123` means the directory "123".
-        if len(path) == 2 and section in hints and isinstance(value, (int, float, bool)):
-            cls = typing.get_type_hints(Config).get(section)
-            if dataclasses.is_dataclass(cls) and typing.get_type_hints(cls).get(path[1]) is str:
-                value = text.partition("=")[2].strip()
-        _set(data, path, value, ".".join(path))
-    return config_from_dict(data), name
