@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from flatpriv.config import DataConfig, ModelConfig, config_from_dict
 from flatpriv.data import load_data
-from flatpriv.gradients import mean_grad
 from flatpriv.models import build_model
 from flatpriv.step import ALGORITHMS, take_step
 
@@ -30,22 +29,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time(step, batches, device, warmup: int) -> float:
-    times = []
+def _time_interleaved(steps: dict, batches, device, warmup: int) -> dict[str, list[float]]:
+    """Each batch is stepped by every variant in turn, so drift in machine load hits all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
     for i, (x, y) in enumerate(batches):
-        _sync(device)
-        t = time.perf_counter()
-        step(x, y)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, step in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            step(x, y)
+            _sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
 
 
 def flatpriv_step(algorithm: str, model: torch.nn.Module):
     cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.05, "theta": 0.9}})
     params = dict(model.named_parameters())
-    pipe = ALGORITHMS[algorithm].build(cfg, mean_grad(model))
+    pipe = ALGORITHMS[algorithm].build(cfg, model, None)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     state = [pipe.init(params)]
 
@@ -82,7 +83,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median over all steps")
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions with fresh models; the median over all steps")
     a = ap.parse_args()
     device = torch.device(a.device)
     data = load_data(DataConfig(name="mnist1d"), device)
@@ -95,11 +96,13 @@ def main() -> None:
         variants = {"sgd": lambda m: flatpriv_step("sgd", m), "sam": lambda m: flatpriv_step("sam", m),
                     "vasso": lambda m: flatpriv_step("vasso", m), "handwritten_sam": handwritten_sam_step}
         samples: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(a.rounds):  # interleave so drift in machine load hits every variant alike
+        for _ in range(a.rounds):
+            steps = {}
             for name, make in variants.items():
                 torch.manual_seed(0)
-                model = build_model(mcfg, data.input_shape, data.num_classes).to(device)
-                samples[name].append(_time(make(model), batches, device, a.warmup))
+                steps[name] = make(build_model(mcfg, data.input_shape, data.num_classes).to(device))
+            for name, t in _time_interleaved(steps, batches, device, a.warmup).items():
+                samples[name] += t
         med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
         out["models"][mname] = {
             "median_step_ms": {k: round(v, 4) for k, v in med.items()},

@@ -84,6 +84,27 @@ def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
     return {"algorithms": {n: alg.rule for n, alg in ALGORITHMS.items()}}
 
 
+def cmd_privacy(a: argparse.Namespace) -> dict[str, Any]:
+    from .privacy.accounting import NEIGHBOURING, accountant_description, calibrate_noise, epsilon
+
+    common = {"sample_rate": a.sample_rate, "steps": a.steps, "delta": a.delta, "accountant": a.accountant,
+              "releases_per_step": a.releases_per_step}
+    if a.privacy_command == "epsilon":
+        value = epsilon(a.noise_multiplier, **common)
+        result = {"epsilon": value, "noise_multiplier": a.noise_multiplier}
+        line = f"epsilon = {value:.4f}"
+    else:
+        sigma = calibrate_noise(a.target_epsilon, **common)
+        value = epsilon(sigma, **common)
+        result = {"noise_multiplier": sigma, "epsilon": value, "target_epsilon": a.target_epsilon}
+        line = f"noise_multiplier = {sigma:.4f} (epsilon = {value:.4f} <= {a.target_epsilon})"
+    result.update(common, accountant=accountant_description(a.accountant), neighbouring=NEIGHBOURING)
+    if not a.json:
+        print(f"{line} at delta = {a.delta:g}, q = {a.sample_rate:g}, {a.steps} steps x {a.releases_per_step} "
+              f"release(s); {result['accountant']}")
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flatpriv", description=(
         "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
@@ -99,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     _common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
+    psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)
+    psub.required = True
+    for what, helptext in (("epsilon", "epsilon of T Poisson-subsampled Gaussian steps (dp-accounting)"),
+                           ("calibrate", "smallest noise multiplier whose epsilon does not exceed the target")):
+        q = psub.add_parser(what, help=helptext, description=helptext + "; add/remove-one neighbours.")
+        if what == "epsilon":
+            q.add_argument("--noise-multiplier", type=float, required=True, metavar="S", help="sigma")
+        else:
+            q.add_argument("--target-epsilon", type=float, required=True, metavar="E")
+        q.add_argument("--sample-rate", type=float, required=True, metavar="Q", help="Poisson rate q = batch/N")
+        q.add_argument("--steps", type=int, required=True, metavar="T")
+        q.add_argument("--delta", type=float, default=1e-5, metavar="D", help="default 1e-5")
+        q.add_argument("--accountant", choices=["pld", "rdp"], default="pld", help="default pld (tight)")
+        q.add_argument("--releases-per-step", type=int, default=1, metavar="R", help="2 for DP-SAM (default 1)")
+        _common(q)
+        q.set_defaults(func=cmd_privacy)
 
     p = sub.add_parser("presets", help="list the presets with a one-line description each")
     _common(p)

@@ -25,14 +25,20 @@ class Oracle(Protocol):
 def mean_grad(model: torch.nn.Module, loss_fn: LossFn = F.cross_entropy) -> Oracle:
     """∇_w L_B(w) = ∇_w (1/|B|) Σ_{i∈B} ℓ(f_w(x_i), y_i), the non-private mean gradient.
 
-    Plain reverse-mode autograd on fresh leaves: a single model needs no functorch transform, and this keeps
-    the step as fast as a hand-written ``loss.backward()`` loop.
+    Plain reverse-mode autograd: a single model needs no functorch transform. When ``params`` is the model's
+    own parameter tree the model is called directly (no re-parametrisation), so SGD and the first SAM pass cost
+    what a hand-written ``loss.backward()`` loop costs; any other tree (w + ε) goes through ``functional_call``.
     """
+    own = dict(model.named_parameters())
 
     def oracle(params: Tree, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, torch.Tensor]:
-        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         with torch.enable_grad():
-            loss = loss_fn(functional_call(model, leaves, (x,)), y)
+            if len(params) == len(own) and all(params.get(k) is v for k, v in own.items()):
+                leaves = own
+                loss = loss_fn(model(x), y)
+            else:
+                leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                loss = loss_fn(functional_call(model, leaves, (x,)), y)
             grads = torch.autograd.grad(loss, list(leaves.values()))
         return dict(zip(leaves.keys(), grads)), loss.detach()
 

@@ -15,9 +15,11 @@ import torch
 
 from . import sharpness
 from . import tree as T
+from .clipping import clipped_grad
 from .config import Config
 from .errors import FlatprivError
-from .gradients import Oracle
+from .gradients import Oracle, mean_grad
+from .private import dp_gradient, noisy_gradient
 from .tree import Tree
 
 State = Any
@@ -79,23 +81,55 @@ def take_step(pipeline: Pipeline, params: Tree, state: State, optimizer: torch.o
 
 @dataclass(frozen=True)
 class Algorithm:
+    """One row of the registry.
+
+    ``private``: trained with Poisson sampling, clipping and noise, with ε accounted; ``releases`` is the number
+    of privatised gradients per step (what the accountant composes); ``noisy`` marks Noisy-SGD (noise, no ε).
+    """
+
     name: str
     rule: str  # the update rule in one line, shown by `flatpriv algorithms` and in docs
-    build: Callable[[Config, Oracle], Pipeline]
+    build: Callable[[Config, torch.nn.Module, Any], Pipeline]
+    private: bool = False
+    releases: int = 0
+    noisy: bool = False
+
+
+def _dp(asc: Callable[[Config], sharpness.Ascent | None]) -> Callable[[Config, torch.nn.Module, Any], Pipeline]:
+    def build(c: Config, model: torch.nn.Module, priv: Any) -> Pipeline:
+        oracle = clipped_grad(model, c.privacy.clip_norm, c.privacy.clip_method)
+        return Pipeline(*dp_gradient(oracle, priv.privatizer, asc(c), c.privacy.physical_batch_size))
+    return build
+
+
+def _previous(direction: sharpness.Ascent) -> sharpness.Ascent:
+    return sharpness.Ascent(direction.direction, source="previous")
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
-        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", lambda c, o: plain(o)),
+        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", lambda c, m, p: plain(mean_grad(m))),
         Algorithm("sam", "ε = ρ g/‖g‖; w ← opt(w, ∇L_B(w+ε))",
-                  lambda c, o: ascent(o, sharpness.sam(c.sharpness.rho))),
+                  lambda c, m, p: ascent(mean_grad(m), sharpness.sam(c.sharpness.rho))),
         Algorithm("vasso", "d = (1−θ)d + θg; ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
-                  lambda c, o: ascent(o, sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
+                  lambda c, m, p: ascent(mean_grad(m), sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
         Algorithm("asam", "ε = ρ T²g/‖Tg‖, T = |w|+η; w ← opt(w, ∇L_B(w+ε))",
-                  lambda c, o: ascent(o, sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta))),
+                  lambda c, m, p: ascent(mean_grad(m), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta))),
         Algorithm("sharpreg", "ε = ρ g/‖g‖; w ← opt(w, (1+λ)∇L_B(w) − λ∇L_B(w+ε))",
-                  lambda c, o: sharpreg(o, c.sharpness.rho, c.sharpness.sharpreg_lambda)),
+                  lambda c, m, p: sharpreg(mean_grad(m), c.sharpness.rho, c.sharpness.sharpreg_lambda)),
+        Algorithm("noisy_sgd", "g = ∇L_B(w) + N(0, (σ/B)²I), no clipping: NOT private, no ε",
+                  lambda c, m, p: Pipeline(*noisy_gradient(mean_grad(m), c.privacy.noise_multiplier,
+                                                           c.train.batch_size, p.generator)), noisy=True),
+        Algorithm("dpsgd", "g̃ = (Σ clip_C ∇ℓ_i(w) + N(0,σ²C²I))/(qN); 1 release/step",
+                  _dp(lambda c: None), private=True, releases=1),
+        Algorithm("dpsam", "g̃₁ = priv(w); ε = ρ g̃₁/‖g̃₁‖; g̃ = priv(w+ε); 2 releases/step",
+                  _dp(lambda c: sharpness.sam(c.sharpness.rho)), private=True, releases=2),
+        Algorithm("dpsat", "ε = ρ g̃_{t−1}/‖g̃_{t−1}‖ (ε₀ = 0); g̃ = priv(w+ε); 1 release/step",
+                  _dp(lambda c: _previous(sharpness.sam(c.sharpness.rho))), private=True, releases=1),
+        Algorithm("dpvasso_sat", "d = (1−θ)d + θg̃_{t−1}; ε = ρ d/‖d‖; g̃ = priv(w+ε); 1 release/step",
+                  _dp(lambda c: _previous(sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
+                  private=True, releases=1),
     ]
 }
 

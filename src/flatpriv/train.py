@@ -24,8 +24,10 @@ from . import results
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
 from .errors import FlatprivError
-from .gradients import mean_grad
 from .models import build_model, count_parameters
+from .privacy.accounting import NEIGHBOURING, accountant_description
+from .privacy.sampling import poisson_indices
+from .private import PrivateRun, setup_privacy
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 
 CHECKPOINT = "checkpoint.pt"
@@ -40,6 +42,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     steps_per_epoch: int
+    private: PrivateRun | None  # DP and Noisy-SGD runs: rates, σ, generators, ledger
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,12 +58,14 @@ def prepare(cfg: Config) -> Setup:
     device = resolve_device(cfg.train.device)
     algorithm = get_algorithm(cfg.algorithm)
     data = load_data(cfg.data, device)
+    n = len(data.y_train)
+    private = setup_privacy(cfg, algorithm.private, algorithm.releases, algorithm.noisy, n, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    steps_per_epoch = math.ceil(len(data.y_train) / cfg.train.batch_size)
+    steps_per_epoch = private.steps_per_epoch if private else math.ceil(n / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, list(model.parameters()), steps_per_epoch * cfg.train.epochs)
-    pipeline = algorithm.build(cfg, mean_grad(model))
-    return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch)
+    pipeline = algorithm.build(cfg, model, private)
+    return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch, private)
 
 
 @torch.no_grad()
@@ -80,7 +85,8 @@ def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch
     tmp = run_dir / f".{CHECKPOINT}.tmp"
     torch.save({"epoch": epoch, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "scheduler": s.scheduler.state_dict() if s.scheduler else None, "pipeline_state": state,
-                "generator": gen.get_state(), "elapsed": elapsed}, tmp)
+                "generator": gen.get_state(), "elapsed": elapsed,
+                "private": s.private.state_dict() if s.private else None}, tmp)
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
@@ -95,10 +101,8 @@ def _loop(s: Setup, run_dir: Path, start_epoch: int, state: Any, gen: torch.Gene
     bar = tqdm(range(start_epoch, cfg.train.epochs), desc=f"train {cfg.algorithm}", unit="epoch",
                initial=start_epoch, total=cfg.train.epochs, disable=quiet or None, leave=False)
     for epoch in bar:
-        perm = torch.randperm(n, generator=gen).to(data.x_train.device)
         loss_sum = torch.zeros((), device=data.x_train.device)
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
+        for idx in _batches(s, gen, n, bs):
             state, loss = take_step(s.pipeline, params, state, s.optimizer, data.x_train[idx], data.y_train[idx])
             if s.scheduler is not None:
                 s.scheduler.step()
@@ -109,7 +113,10 @@ def _loop(s: Setup, run_dir: Path, start_epoch: int, state: Any, gen: torch.Gene
                   "lr": s.optimizer.param_groups[0]["lr"], "minibatch_loss": loss_sum.item() / n,
                   "train_loss": train_loss, "train_accuracy": train_acc,
                   "test_loss": test_loss, "test_accuracy": test_acc,
+                  "epsilon": s.private.epsilon() if s.private else None,
                   "wall_seconds": time.perf_counter() - t0}
+        if s.private:
+            results.write_json(run_dir / "privacy_ledger.json", s.private.privatizer.ledger.to_dict())
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
         bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")
@@ -137,13 +144,38 @@ def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
         "num_parameters": count_parameters(s.model), "seed": cfg.seed,
         "test_accuracy": last["test_accuracy"], "train_accuracy": last["train_accuracy"],
         "test_loss": last["test_loss"], "train_loss": last["train_loss"],
-        "epsilon": None, "delta": None, "accountant": None, "neighbouring": None,
+        **_privacy_summary(s, last),
         "epochs": cfg.train.epochs, "steps": last["step"], "wall_seconds": round(last["wall_seconds"], 3),
         "run_dir": str(run_dir),
     }
     results.write_json(run_dir / "summary.json", summary)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary
+
+
+def _batches(s: Setup, gen: torch.Generator, n: int, bs: int) -> Any:
+    """Shuffled fixed-size batches, or for DP runs Poisson samples (sizes vary; an empty batch still steps)."""
+    if s.private is not None and s.private.accounted:
+        for _ in range(s.steps_per_epoch):
+            yield poisson_indices(n, s.private.sample_rate, s.private.sampler).to(s.data.x_train.device)
+        return
+    perm = torch.randperm(n, generator=gen).to(s.data.x_train.device)
+    yield from (perm[i:i + bs] for i in range(0, n, bs))
+
+
+def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
+    p = s.private
+    if p is None:
+        return {"epsilon": None, "delta": None, "accountant": None, "neighbouring": None}
+    if not p.accounted:
+        return {"epsilon": None, "delta": None, "accountant": None, "neighbouring": None,
+                "noise_multiplier": p.noise_multiplier,
+                "epsilon_note": "noisy_sgd does not clip, so its sensitivity is unbounded: it is not "
+                                "differentially private and has no epsilon"}
+    return {"epsilon": last["epsilon"], "delta": p.delta, "accountant": accountant_description(p.accountant),
+            "neighbouring": NEIGHBOURING, "noise_multiplier": p.noise_multiplier, "sample_rate": p.sample_rate,
+            "clip_norm": s.cfg.privacy.clip_norm, "releases": p.privatizer.ledger.releases,
+            "expected_batch_size": p.privatizer.expected_batch_size}
 
 
 def train(cfg: Config, name: str = "custom", out: str | Path = "runs", quiet: bool = False,
@@ -182,6 +214,8 @@ def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | Non
         s.scheduler.load_state_dict(ckpt["scheduler"])
     gen = torch.Generator()
     gen.set_state(ckpt["generator"])
+    if s.private is not None:
+        s.private.load_state_dict(ckpt["private"])
     metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= ckpt["epoch"]]
     (run_dir / "metrics.jsonl").write_text("".join(results.json.dumps(m) + "\n" for m in metrics))
     out_summary = _loop(s, run_dir, ckpt["epoch"], ckpt["pipeline_state"], gen, ckpt["elapsed"], quiet,

@@ -1,0 +1,163 @@
+"""The clipped-gradient oracle of DP-SGD (Abadi et al. 2016), science.md §2.1:
+
+    Σ_{i∈B} clip_C(∇ℓ_i(w)),   clip_C(v) = v · min(1, C/(‖v‖₂ + 1e-6)),
+
+with ℓ_i the cross-entropy of example i and ‖·‖₂ the global norm over ALL parameters of the tree. Adding or
+removing one example moves the sum by at most C in L2 norm: the oracle carries ``sensitivity = C`` (2C under
+replace-one neighbours, which the accountant handles).
+
+Same calling convention as :func:`flatpriv.gradients.mean_grad`: ``oracle(params, x, y)`` evaluates the model with
+``torch.func.functional_call`` at whatever tree it is given (DP-SAT passes w + ε), never mutating the model.
+
+Two interchangeable methods (identical results up to float rounding):
+
+* ``"ghost"`` (:mod:`flatpriv.ghost`): ghost norms / book-keeping (Li et al. 2022; Bu et al. 2023), one forward
+  and one backward, per-example norms from layer inputs and output gradients, the clipped sum as one weighted
+  matmul per layer. Needs every parameter in a supported layer (:func:`supports_ghost`).
+* ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(ℓ))`` over single examples, materialising every
+  per-example gradient. Works for any per-example-independent model (no BatchNorm); memory B × #params, so the
+  batch is processed in chunks.
+
+``"auto"`` picks ghost when :func:`supports_ghost`, else vmap; if the ghost path detects at run time something it
+cannot account for (an in-place op on a layer's output, a parameter used outside its module's forward) it
+switches to vmap for good and ``method`` says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from .ghost import GhostUnsupported, ghost_layers, ghost_norms, supports_ghost
+from .tree import Tree
+
+__all__ = ["ClipInfo", "ClippedOracle", "clipped_grad", "supports_ghost"]
+
+METHODS = ("auto", "ghost", "vmap")
+_VMAP_MAX_ELEMENTS = 2**26  # per-example gradient elements (B_chunk × #params) materialised at once
+_STABILITY = 1e-6  # the +1e-6 in min(1, C/(‖g‖ + 1e-6))
+
+
+@dataclass
+class ClipInfo:
+    """What one oracle call saw besides the gradient; tensors are 0-d / [B] and detached (no host sync)."""
+
+    loss: torch.Tensor  # mean per-example loss (0-d); 0 for an empty batch
+    batch_size: int
+    norms: torch.Tensor | None  # per-example gradient norms ‖∇ℓ_i‖ before clipping [B], when return_norms
+    clipped_fraction: torch.Tensor  # fraction of examples with ‖∇ℓ_i‖ > C (0-d)
+
+
+class ClippedOracle(Protocol):
+    sensitivity: float  # = clip_norm: L2 sensitivity of the sum under add/remove-one neighbours
+    method: str  # "ghost" or "vmap"
+
+    def __call__(
+        self, params: Tree, x: torch.Tensor, y: torch.Tensor, return_norms: bool = False
+    ) -> tuple[Tree, ClipInfo]: ...
+
+
+Chunk = tuple[torch.Tensor, Callable[[torch.Tensor], Tree], torch.Tensor]  # (‖∇ℓ_i‖², c ↦ Σ c_i ∇ℓ_i, Σ ℓ_i)
+
+
+def _vmap_chunk(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.Tensor) -> Chunk:
+    """Per-example gradients by vmap(grad) over examples, each evaluated as a batch of one."""
+
+    def loss_one(p: Tree, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    detached = {k: v.detach() for k, v in params.items()}
+    with torch.enable_grad():
+        grads, losses = vmap(grad_and_value(loss_one), in_dims=(None, 0, 0))(detached, x, y)
+    batch = x.shape[0]
+    flat = {k: g.reshape(batch, -1) for k, g in grads.items()}
+    sq = torch.stack([g.square().sum(1) for g in flat.values()]).sum(0)
+
+    def clipped_sum(c: torch.Tensor) -> Tree:
+        return {k: (c @ g).view(params[k].shape) for k, g in flat.items()}
+
+    return sq, clipped_sum, losses.detach().sum()
+
+
+class _Clipped:
+    """Callable oracle; see the module docstring and :func:`clipped_grad`."""
+
+    def __init__(self, model: nn.Module, clip_norm: float, method: str) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}; valid: {', '.join(METHODS)}")
+        if not (clip_norm > 0):  # also refuses NaN
+            raise ValueError(f"clip_norm={clip_norm} must be > 0 (math.inf for no clipping)")
+        ghost_ok = supports_ghost(model)
+        if method == "ghost" and not ghost_ok:
+            raise ValueError(
+                "method='ghost' needs every parameter in a supported layer (Linear, Conv1d/Conv2d with groups=1, "
+                "GroupNorm, Embedding) and no shared parameters; use method='vmap' or 'auto'"
+            )
+        self.model = model
+        self.sensitivity = float(clip_norm)
+        self.method = "ghost" if method == "ghost" or (method == "auto" and ghost_ok) else "vmap"
+        self._auto = method == "auto"
+        self._layers = ghost_layers(model) if self.method == "ghost" else []
+        self._names = {k for k, _ in model.named_parameters()}
+
+    def __repr__(self) -> str:
+        return f"clipped_grad(clip_norm={self.sensitivity}, method={self.method!r})"
+
+    def _chunks(self, params: Tree, x: torch.Tensor, y: torch.Tensor) -> list[Chunk]:
+        if self.method == "ghost":
+            if set(params) != self._names:
+                raise ValueError("method='ghost' needs a params tree holding exactly the model's named_parameters()")
+            try:
+                return [ghost_norms(self.model, self._layers, params, x, y)]
+            except GhostUnsupported as err:
+                if not self._auto:
+                    raise ValueError(f"method='ghost' cannot handle this model: {err}; use method='vmap'") from err
+                self.method = "vmap"  # auto: fall back for good
+        numel = max(1, sum(v.numel() for v in params.values()))
+        step = max(1, _VMAP_MAX_ELEMENTS // numel)
+        return [_vmap_chunk(self.model, params, x[i : i + step], y[i : i + step]) for i in range(0, len(x), step)]
+
+    def __call__(
+        self, params: Tree, x: torch.Tensor, y: torch.Tensor, return_norms: bool = False
+    ) -> tuple[Tree, ClipInfo]:
+        """Σ_i clip_C(∇ℓ_i(params)) and a :class:`ClipInfo`; an empty batch gives a zero tree and loss 0."""
+        batch = int(x.shape[0])
+        ref = next(iter(params.values()), torch.zeros(()))
+        if batch == 0:
+            zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
+            norms = torch.zeros(0, dtype=ref.dtype, device=ref.device) if return_norms else None
+            return {k: torch.zeros_like(v) for k, v in params.items()}, ClipInfo(zero, 0, norms, zero.clone())
+        total: Tree | None = None
+        all_norms, loss = [], torch.zeros((), dtype=ref.dtype, device=ref.device)
+        for sq, clipped_sum, loss_sum in self._chunks(params, x, y):
+            norm = sq.sqrt()
+            factor = (self.sensitivity / (norm + _STABILITY)).clamp(max=1.0)  # C = inf gives factor 1
+            part = clipped_sum(factor)
+            total = part if total is None else {k: total[k] + part[k] for k in total}
+            all_norms.append(norm)
+            loss = loss + loss_sum
+        norms = torch.cat(all_norms) if len(all_norms) > 1 else all_norms[0]
+        info = ClipInfo(
+            loss=loss / batch,
+            batch_size=batch,
+            norms=norms if return_norms else None,
+            clipped_fraction=(norms > self.sensitivity).to(norms.dtype).mean(),
+        )
+        assert total is not None
+        return total, info
+
+
+def clipped_grad(model: nn.Module, clip_norm: float, method: str = "auto") -> ClippedOracle:
+    """The DP-SGD oracle ``(params, x, y, return_norms=False) -> (Σ_i clip_C(∇ℓ_i), ClipInfo)``.
+
+    ``clip_norm`` is C (``math.inf``: the plain sum of per-example gradients, B × the mean gradient); ``method`` is
+    "auto" (ghost when :func:`supports_ghost`, else vmap), "ghost" (ValueError on an unsupported model) or "vmap".
+    The returned oracle has ``sensitivity == clip_norm`` and ``method`` set to what was used.
+    """
+    return _Clipped(model, clip_norm, method)

@@ -1,0 +1,244 @@
+"""Ghost clipping ("book-keeping"): per-example gradient norms and the clipped sum from ONE backward pass.
+
+For a layer s = a Wᵀ (+ b) applied at T positions of example i (tokens, or conv patches after unfolding), with
+input rows a_{i,t} ∈ R^K and output gradients g_{i,t} = ∂(Σ_j ℓ_j)/∂s_{i,t} ∈ R^O, the per-example weight gradient
+is G_i = Σ_t g_{i,t} a_{i,t}ᵀ, and
+
+    ‖G_i‖²_F = Σ_{t,t'} (a_{i,t}·a_{i,t'}) (g_{i,t}·g_{i,t'})       (the "ghost norm": no O×K matrix per example)
+             = ‖a_i‖² ‖g_i‖²                                       (T = 1, e.g. an MLP layer)
+
+(Goodfellow 2015; Li et al. 2022, "Large language models can be strong differentially private learners"). With
+c_i = min(1, C/(‖∇ℓ_i‖ + 1e-6)) the clipped sum is one weighted product, Σ_i c_i G_i = Σ_{i,t} c_i g_{i,t} a_{i,t}ᵀ,
+so no second backward over the model is needed (Bu et al. 2023, "Differentially private optimization on large
+model at small cost", book-keeping). Per layer the cheaper of the ghost norm (cost ∝ T²(K+O)) and materialising
+G_i (cost ∝ T·K·O) is used. GroupNorm's per-example gradients (Σ g·x̂ and Σ g per channel) are small and are
+materialised; Embedding uses index coincidence, ‖G_i‖² = Σ_{t,t'} [idx_t = idx_t'] g_t·g_t'.
+
+A forward hook on each supported layer records (a, s); one ``torch.autograd.grad`` of Σ_i ℓ_i w.r.t. every
+recorded s gives the g's. A module called several times in one forward has its calls concatenated along T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .tree import Tree
+
+Finish = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # factors c [B] -> clipped sums of one layer
+Calls = list[tuple[torch.Tensor, torch.Tensor]]  # (layer input a, output gradient g) per call of the module
+Rule = Callable[[nn.Module, Calls, int], tuple[torch.Tensor, Finish]]
+_MAX_MATERIALISED = 2**25  # elements of the stacked per-example weight gradients [B, O, K] kept in memory
+
+
+class GhostUnsupported(ValueError):
+    """The forward pass did something the ghost path cannot account for (detected while running)."""
+
+
+def _ghost_cheaper(batch: int, t: int, k: int, o: int) -> bool:
+    """Ghost norm (B·T²·(K+O) flops) versus materialising G_i (B·T·K·O flops, B·K·O memory)."""
+    return t * (k + o) < k * o or batch * k * o > _MAX_MATERIALISED
+
+
+def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor, Finish]:
+    """Linear-type layer in token form: a [B, T, K], g [B, T, O] -> (‖∇_W ℓ_i‖² (+ ‖∇_b ℓ_i‖²), finish)."""
+    batch, t, k = a.shape
+    o = g.shape[-1]
+    if t == 1:  # ‖G_i‖² = ‖a_i‖²‖g_i‖², and the bias adds ‖g_i‖²
+        a1, g1 = a[:, 0], g[:, 0]
+        gg, aa = g1.square().sum(1), a1.square().sum(1)
+        sq = gg * (aa + 1.0) if bias else gg * aa
+
+        def finish1(c: torch.Tensor) -> dict[str, torch.Tensor]:
+            gc = g1 * c[:, None]
+            return {"weight": gc.T @ a1, "bias": gc.sum(0)} if bias else {"weight": gc.T @ a1}
+
+        return sq, finish1
+    if _ghost_cheaper(batch, t, k, o):
+        sq = (torch.bmm(a, a.mT) * torch.bmm(g, g.mT)).sum((1, 2))
+
+        def weight(c: torch.Tensor) -> torch.Tensor:
+            return (g * c[:, None, None]).reshape(-1, o).T @ a.reshape(-1, k)
+
+    else:
+        per_example = torch.bmm(g.mT, a).reshape(batch, o * k)  # G_i, flattened
+        sq = per_example.square().sum(1)
+
+        def weight(c: torch.Tensor) -> torch.Tensor:
+            return (c @ per_example).view(o, k)
+
+    gb = g.sum(1) if bias else None
+    if gb is not None:
+        sq = sq + gb.square().sum(1)
+
+    def finish(c: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"weight": weight(c)}
+        if gb is not None:
+            out["bias"] = c @ gb
+        return out
+
+    return sq, finish
+
+
+def _cat_tokens(parts: Calls) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
+
+def _linear(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
+    """nn.Linear on [B, ..., K]: every leading position after the batch dim is a token."""
+    parts = [(a.reshape(batch, -1, a.shape[-1]), g.reshape(batch, -1, g.shape[-1])) for a, g in calls]
+    return _tokens(*_cat_tokens(parts), bias=m.bias is not None)
+
+
+def _patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """Conv input [B, C, *spatial] -> patches [B, L, C·Πk] in the order of ``weight.view(O, -1)`` (im2col).
+
+    Built from ``Tensor.unfold`` views (stride, dilation) after the conv's own padding, so one copy in all.
+    """
+    pad = m._reversed_padding_repeated_twice  # set by _ConvNd for int, tuple and "same"/"valid" padding
+    if any(pad):
+        a = F.pad(a, pad, mode="constant" if m.padding_mode == "zeros" else m.padding_mode)
+    n = len(m.kernel_size)
+    for d, (k, s, dil) in enumerate(zip(m.kernel_size, m.stride, m.dilation)):
+        a = a.unfold(2 + d, dil * (k - 1) + 1, s)  # appends the window as a trailing dim
+        if dil > 1:
+            a = a[..., ::dil]
+    a = a.permute(0, *range(2, 2 + n), 1, *range(2 + n, 2 + 2 * n))  # [B, *out_spatial, C, *kernel]
+    return a.reshape(a.shape[0], math.prod(a.shape[1 : 1 + n]), -1).contiguous()  # bmm wants dense batches
+
+
+def _conv(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
+    """nn.Conv1d/2d/3d (groups = 1): unfold the input into patches, then a Linear over the L output positions."""
+    parts = [(_patches(m, a), g.reshape(batch, g.shape[1], -1).mT) for a, g in calls]
+    sq, finish = _tokens(*_cat_tokens(parts), bias=m.bias is not None)
+    shape = m.weight.shape
+
+    def finish_conv(c: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = finish(c)
+        out["weight"] = out["weight"].view(shape)
+        return out
+
+    return sq, finish_conv
+
+
+def _group_norm(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
+    """nn.GroupNorm (affine): ∇_γ ℓ_i = Σ_positions g·x̂ and ∇_β ℓ_i = Σ_positions g, per channel, materialised."""
+    shape = (batch, m.num_channels, -1)
+    gw = sum((g * F.group_norm(a, m.num_groups, eps=m.eps)).reshape(shape).sum(-1) for a, g in calls)
+    gb = sum(g.reshape(shape).sum(-1) for _, g in calls)
+    assert isinstance(gw, torch.Tensor) and isinstance(gb, torch.Tensor)
+    sq = gw.square().sum(1) + gb.square().sum(1)
+    return sq, lambda c: {"weight": c @ gw, "bias": c @ gb}
+
+
+def _embedding(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
+    """nn.Embedding: ‖G_i‖² = Σ_{t,t'} [idx_t = idx_t'] g_t·g_t'; the clipped sum is an index_add of c_i g_t."""
+    idx = torch.cat([a.reshape(batch, -1) for a, _ in calls], 1)
+    g = torch.cat([g.reshape(batch, -1, m.embedding_dim) for _, g in calls], 1)
+    if m.padding_idx is not None:  # the padding row never receives gradient
+        g = g * (idx != m.padding_idx).unsqueeze(-1)
+    sq = (torch.bmm(g, g.mT) * (idx[:, :, None] == idx[:, None, :])).sum((1, 2))
+
+    def finish(c: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = (g * c[:, None, None]).reshape(-1, m.embedding_dim)
+        return {"weight": g.new_zeros(m.num_embeddings, m.embedding_dim).index_add_(0, idx.reshape(-1), rows)}
+
+    return sq, finish
+
+
+def _rule(m: nn.Module) -> Rule | None:
+    """The ghost rule for a parameter-owning module, or None when it is not supported (exact types only)."""
+    t = type(m)
+    if t is nn.Linear:
+        return _linear
+    if t in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and m.groups == 1:
+        return _conv
+    if t is nn.GroupNorm and m.affine:
+        return _group_norm
+    if t is nn.Embedding and m.max_norm is None and not m.scale_grad_by_freq:
+        return _embedding
+    return None
+
+
+def supports_ghost(model: nn.Module) -> bool:
+    """True when every parameter belongs (as ``weight``/``bias``) to a supported layer and none is shared.
+
+    Supported: nn.Linear, nn.Conv1d/2d/3d with groups = 1 (any stride, padding, padding mode, dilation),
+    affine nn.GroupNorm, nn.Embedding without max_norm / scale_grad_by_freq. Parameter-free modules are free.
+    """
+    if len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.named_parameters())):
+        return False
+    for m in model.modules():
+        names = {n for n, _ in m.named_parameters(recurse=False)}
+        if names and (_rule(m) is None or not names <= {"weight", "bias"}):
+            return False
+    return True
+
+
+def ghost_layers(model: nn.Module) -> list[tuple[str, nn.Module, Rule]]:
+    """(name prefix, module, rule) for every parameter-owning module; call only when ``supports_ghost``."""
+    out = []
+    for name, m in model.named_modules():
+        rule = _rule(m)
+        if rule is not None and any(True for _ in m.parameters(recurse=False)):
+            out.append((f"{name}." if name else "", m, rule))
+    return out
+
+
+def ghost_norms(
+    model: nn.Module, layers: list[tuple[str, nn.Module, Rule]], params: Tree, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], Tree], torch.Tensor]:
+    """One forward + one backward to the layer outputs -> (‖∇ℓ_i‖² [B], c ↦ Σ_i c_i ∇ℓ_i, Σ_i ℓ_i).
+
+    Raises GhostUnsupported when a recorded tensor was modified in place, or a parameter was used outside its
+    module's forward (a module that never ran but whose parameter still reached the loss).
+    """
+    batch = x.shape[0]
+    records: list[list[tuple[torch.Tensor, torch.Tensor, int, int]]] = [[] for _ in layers]
+
+    def hook(store: list) -> Callable:
+        def record(_m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+            store.append((inputs[0], out, inputs[0]._version, out._version))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(store)) for (_, m, _), store in zip(layers, records)]
+    try:
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        with torch.enable_grad():
+            loss = F.cross_entropy(functional_call(model, leaves, (x,)), y, reduction="sum")
+    finally:
+        for h in handles:
+            h.remove()
+    if any(a._version != va or s._version != vs for rec in records for a, s, va, vs in rec):
+        raise GhostUnsupported("a layer's input or output was modified in place after the layer ran")
+    idle = [leaves[p + n] for (p, m, _), rec in zip(layers, records) if not rec for n, _ in m.named_parameters()]
+    outs = [s for rec in records for _, s, _, _ in rec]
+    grads = torch.autograd.grad(loss, outs + idle, allow_unused=True, materialize_grads=False) if outs + idle else ()
+    if any(g is not None for g in grads[len(outs) :]):
+        raise GhostUnsupported("a parameter reached the loss without its module being called")
+    flat = iter(grads[: len(outs)])
+    sq = torch.zeros(batch, dtype=loss.dtype, device=loss.device)
+    finishers: list[tuple[str, Finish]] = []
+    with torch.no_grad():
+        for (prefix, m, rule), rec in zip(layers, records):
+            if not rec:  # never called and nothing reached the loss: zero gradient
+                continue
+            calls = [(a.detach(), torch.zeros_like(s) if (gs := next(flat)) is None else gs) for a, s, _, _ in rec]
+            layer_sq, finish = rule(m, calls, batch)
+            sq = sq + layer_sq
+            finishers.append((prefix, finish))
+
+    def clipped_sum(c: torch.Tensor) -> Tree:
+        with torch.no_grad():
+            out = {prefix + k: v for prefix, finish in finishers for k, v in finish(c).items()}
+        return {k: out[k] if k in out else torch.zeros_like(v) for k, v in params.items()}
+
+    return sq, clipped_sum, loss.detach()
