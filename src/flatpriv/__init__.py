@@ -5,12 +5,26 @@ Python API in brief::
     from flatpriv import resolve, train
     cfg, name = resolve(preset="sam", overrides=["train.epochs=5"])
     summary = train(cfg, name=name)          # writes a run directory, returns summary.json as a dict
+
+The names below are imported lazily, so ``flatpriv.privacy``, ``flatpriv.memorization`` and
+``flatpriv.attacks`` can be used without loading torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .config import Config, config_from_dict  # noqa: E402
-from .config_io import resolve  # noqa: E402
-from .train import train  # noqa: E402
+_LAZY = {"Config": "config", "config_from_dict": "config", "resolve": "config_io", "train": "train",
+         "train_pool": "pool"}
+__all__ = [*_LAZY, "__version__"]
 
-__all__ = ["Config", "config_from_dict", "resolve", "train", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # importing flatpriv.train binds the submodule here; the function wins
+        return value
+    raise AttributeError(f"module 'flatpriv' has no attribute {name!r}")

@@ -64,6 +64,27 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
+    from .config_io import resolve
+    from .pool import resume_pool, train_pool
+
+    if a.resume:
+        summary = resume_pool(a.resume, quiet=a.quiet or a.json)
+    else:
+        overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
+        cfg, name = resolve(a.preset, a.config, overrides)
+        summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
+                             save_weights=a.save_weights)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}")
+        if "models" in summary:
+            print(f"pool of {summary['models']} {summary['algorithm']} models on {summary['dataset']}/"
+                  f"{summary['model']}: mean test accuracy {summary['test_accuracy']:.4f} "
+                  f"(sd {summary['test_accuracy_sd']:.4f}), mean train accuracy on kept examples "
+                  f"{summary['train_accuracy']:.4f}, {summary['wall_seconds']:.1f} s")
+    return summary
+
+
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
     from .config_io import describe_presets
 
@@ -120,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     _common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pool", help="train K models on random halves of the training set (memorization, LiRA)",
+                       description="Train a pool of K models of one architecture at once (vectorized over a model "
+                       "axis), model k on its own random subset of the training set (exactly --keep of it) with seed "
+                       "seed + k. Writes arrays/keep.npy [K, N], per-model train/test logits (float16), "
+                       "models.jsonl and summary.json; finished chunks survive a kill (--resume).")
+    _config_args(p)
+    p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
+    p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
+    p.add_argument("--chunk-size", type=int, default=64, metavar="C", help="models trained at once (64)")
+    p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted pool")
+    _common(p)
+    p.set_defaults(func=cmd_pool)
 
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)

@@ -56,6 +56,19 @@ class Dataset:
     test_index: torch.Tensor
     meta: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def subset(self, positions: torch.Tensor) -> Dataset:
+        """The same data set with only the training examples at ``positions`` (in that order); test set kept.
+
+        Per-training-example meta (keys ``train_*``, ``clean_labels``) is sliced too; ``flipped`` is dropped
+        because its positions would no longer mean anything (``clean_labels`` still tells which were flipped).
+        """
+        pos = positions.to(self.x_train.device)
+        idx = positions.cpu().numpy()
+        meta = {k: (v[idx] if k.startswith("train_") or k == "clean_labels" else v)
+                for k, v in self.meta.items() if k != "flipped"}
+        return dataclasses.replace(self, x_train=self.x_train[pos], y_train=self.y_train[pos],
+                                   train_index=self.train_index[pos], meta=meta)
+
     def to(self, device: str | torch.device) -> Dataset:
         """A copy whose tensors are on ``device`` (meta stays numpy, shared)."""
         return dataclasses.replace(

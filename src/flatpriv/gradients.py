@@ -15,6 +15,8 @@ from torch.func import functional_call
 
 from .tree import Tree
 
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -25,13 +27,21 @@ class Oracle(Protocol):
 def mean_grad(model: torch.nn.Module, loss_fn: LossFn = F.cross_entropy) -> Oracle:
     """∇_w L_B(w) = ∇_w (1/|B|) Σ_{i∈B} ℓ(f_w(x_i), y_i), the non-private mean gradient.
 
-    Plain reverse-mode autograd: a single model needs no functorch transform. When ``params`` is the model's
+    Plain reverse-mode autograd: a single model needs no functorch transform (inside ``torch.func.vmap``, as in a
+    pool, the same oracle switches to ``torch.func.grad_and_value``). When ``params`` is the model's
     own parameter tree the model is called directly (no re-parametrisation), so SGD and the first SAM pass cost
     what a hand-written ``loss.backward()`` loop costs; any other tree (w + ε) goes through ``functional_call``.
     """
     own = dict(model.named_parameters())
 
+    def functional_loss(params: Tree, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, params, (x,)), y)
+
+    vmappable = torch.func.grad_and_value(functional_loss)
+
     def oracle(params: Tree, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, torch.Tensor]:
+        if _wrapped(x):  # inside a pool's vmap over models: autograd.grad cannot run there, torch.func can
+            return vmappable(params, x, y)
         with torch.enable_grad():
             if len(params) == len(own) and all(params.get(k) is v for k, v in own.items()):
                 leaves = own

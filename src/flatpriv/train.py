@@ -53,11 +53,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(cfg: Config) -> Setup:
-    """Everything that can fail on bad input happens here, before any run directory is created."""
+def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
+    """Everything that can fail on bad input happens here, before any run directory is created.
+
+    ``subset``: train on these training-set positions only (a pool member's keep mask, as a single run).
+    """
     device = resolve_device(cfg.train.device)
     algorithm = get_algorithm(cfg.algorithm)
     data = load_data(cfg.data, device)
+    if subset is not None:
+        data = data.subset(subset)
     n = len(data.y_train)
     private = setup_privacy(cfg, algorithm.private, algorithm.releases, algorithm.noisy, n, device)
     torch.manual_seed(cfg.seed)
@@ -179,12 +184,13 @@ def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(cfg: Config, name: str = "custom", out: str | Path = "runs", quiet: bool = False,
-          stop_after_epoch: int | None = None) -> dict[str, Any]:
+          stop_after_epoch: int | None = None, subset: torch.Tensor | None = None) -> dict[str, Any]:
     """Train one model into a new run directory under ``out``; returns summary.json's contents.
 
-    ``stop_after_epoch`` ends the run early as an interruption would (the run stays resumable).
+    ``stop_after_epoch`` ends the run early as an interruption would (the run stays resumable);
+    ``subset`` trains on those training positions only (not resumable: the subset is not saved).
     """
-    s = prepare(cfg)
+    s = prepare(cfg, subset)
     run_dir = results.new_run_dir(out, "train", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))

@@ -1,0 +1,79 @@
+"""Pools: the vectorized pool equals K separate single-model runs; keep masks; resume; CLI files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from flatpriv.cli import main
+from flatpriv.config_io import resolve
+from flatpriv.data import load_data
+from flatpriv.errors import FlatprivError
+from flatpriv.pool import make_keep, resume_pool, train_models, train_pool
+from flatpriv.train import train
+
+
+def test_keep_masks_exact_fraction_and_seeded():
+    keep = make_keep(8, 101, 0.5, seed=3)
+    assert keep.dtype == bool and (keep.sum(1) == 50).all()
+    assert (keep == make_keep(8, 101, 0.5, seed=3)).all() and not (keep == make_keep(8, 101, 0.5, seed=4)).all()
+    assert len({tuple(r) for r in keep}) == 8  # models see different subsets
+    with pytest.raises(FlatprivError):
+        make_keep(4, 10, 1.0, 0)
+
+
+@pytest.mark.parametrize("algorithm", ["sgd", "sam", "vasso"])
+def test_pool_equals_separate_runs(tmp_path, algorithm):
+    cfg, _ = resolve(overrides=TINY + [f"algorithm={algorithm}", "seed=5", "train.epochs=2"])
+    data = load_data(cfg.data)
+    keep = make_keep(3, len(data.y_train), 0.5, seed=1)
+    pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
+    for k in range(3):
+        single_cfg, _ = resolve(overrides=TINY + [f"algorithm={algorithm}", f"seed={5 + k}", "train.epochs=2"])
+        s = train(single_cfg, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
+        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
+        for name, w in weights.items():
+            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+        assert pooled["test_accuracy"][k] == pytest.approx(s["test_accuracy"], abs=2e-3)
+
+
+def test_pool_resume_equals_uninterrupted(tmp_path):
+    cfg, _ = resolve(overrides=TINY + ["train.epochs=1"])
+    full = train_pool(cfg, 4, chunk_size=2, out=tmp_path / "a", quiet=True)
+    part = train_pool(cfg, 4, chunk_size=2, out=tmp_path / "b", quiet=True, stop_after_chunks=1)
+    assert part["interrupted_after_chunk"] == 1
+    done = resume_pool(part["run_dir"], quiet=True)
+    for name in ("keep", "train_logits", "test_logits"):
+        a = np.load(Path(full["run_dir"]) / "arrays" / f"{name}.npy")
+        b = np.load(Path(done["run_dir"]) / "arrays" / f"{name}.npy")
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FlatprivError, match="already finished"):
+        resume_pool(done["run_dir"])
+
+
+def test_cli_pool_writes_the_promised_files(tmp_path, capsys):
+    argv = [x for o in TINY + ["train.epochs=1"] for x in ("--set", o)]
+    code = main(["pool", *argv, "--models", "4", "--chunk-size", "3", "--out", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    run = Path(summary["run_dir"])
+    keep = np.load(run / "arrays" / "keep.npy")
+    logits = np.load(run / "arrays" / "train_logits.npy")
+    labels = np.load(run / "arrays" / "train_labels.npy")
+    assert keep.shape == (4, len(labels)) and logits.shape == (4, len(labels), 10)
+    assert np.load(run / "arrays" / "test_logits.npy").shape[0] == 4
+    models = [json.loads(x) for x in (run / "models.jsonl").read_text().splitlines()]
+    assert [m["seed"] for m in models] == [0, 1, 2, 3]
+    acc_in = np.mean([(logits[k].argmax(1) == labels)[keep[k]].mean() for k in range(4)])
+    assert acc_in == pytest.approx(summary["train_accuracy"], abs=5e-3)  # float16 logits
+    for bad, fragment in ((["--models", "1"], "at least 2"), (["--models", "4", "--keep", "1.5"], "--keep"),
+                          (["--models", "4", "--set", "algorithm=dpsgd"], "not available")):
+        code = main(["pool", *argv, *bad, "--out", str(tmp_path / "bad")])
+        assert code == 2 and fragment in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
