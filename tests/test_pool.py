@@ -77,3 +77,32 @@ def test_cli_pool_writes_the_promised_files(tmp_path, capsys):
         code = main(["pool", *argv, *bad, "--out", str(tmp_path / "bad")])
         assert code == 2 and fragment in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_memorization_on_a_pool(tmp_path, capsys):
+    argv = [x for o in TINY + ["train.epochs=2"] for x in ("--set", o)]
+    runs = []
+    for alg in ("sgd", "sam"):
+        assert main(["pool", *argv, "--set", f"algorithm={alg}", "--models", "6", "--out", str(tmp_path),
+                     "--json"]) == 0
+        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    code = main(["memorization", runs[0], "--compare", runs[1], "--out", str(tmp_path / "m"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    d = Path(s["run_dir"])
+    mem = np.load(d / "arrays" / "memorization.npy")
+    assert mem.shape == (s["examples"],) and np.nanmax(mem) <= 1 and np.nanmin(mem) >= -1
+    assert (d / "plots" / "memorization_hist.png").stat().st_size > 1000
+    assert len(s["buckets"]) == 5 and all(b["ci_low"] <= b["diff"] <= b["ci_high"] for b in s["buckets"])
+    assert np.load(d / "arrays" / "influence.npy").shape[1] == s["examples"]
+    # bad input: not a pool, and corrupted arrays
+    assert main(["memorization", str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
+    assert "not a pool" in capsys.readouterr().err
+    logits = np.load(Path(runs[0]) / "arrays" / "train_logits.npy")
+    logits[0, 0, 0] = np.nan
+    np.save(Path(runs[0]) / "arrays" / "train_logits.npy", logits)
+    assert main(["memorization", runs[0], "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("finite" in err or "corrupt" in err)
+    assert not (tmp_path / "bad").exists()

@@ -85,6 +85,21 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
+    from .analysis import run_memorization
+
+    summary = run_memorization(a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}")
+        print(f"memorization over {summary['models']} models, {summary['examples']} examples: mean "
+              f"{summary['memorization_mean']:.4f}, median {summary['memorization_median']:.4f}, "
+              f"{100 * summary['fraction_above_0.5']:.1f} % above 0.5, {summary['undefined']} undefined (NaN)")
+        for b in summary.get("buckets", []):
+            print(f"  entropy bucket {b['bucket']} (n={b['n']}): accuracy {b['acc_a']:.4f} -> {b['acc_b']:.4f}, "
+                  f"difference {b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]")
+    return summary
+
+
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
     from .config_io import describe_presets
 
@@ -155,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted pool")
     _common(p)
     p.set_defaults(func=cmd_pool)
+
+    p = sub.add_parser("memorization", help="Feldman-Zhang memorization, influence and influence entropy of a pool",
+                       description="Per-example Feldman-Zhang memorization (with standard errors; NaN where an "
+                       "example was never in or never out), the test x train influence matrix, and paper 1's "
+                       "influence entropy per test point (a reconstruction). With --compare, test accuracy of both "
+                       "pools per entropy bucket and the difference with bootstrap 95%% CIs. Results go to a new "
+                       "run directory (arrays/, plots/memorization_hist.png, summary.json).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished pool (flatpriv pool)")
+    p.add_argument("--compare", metavar="RUN_DIR", help="a second pool on the same data (e.g. SAM against SGD)")
+    p.add_argument("--kind", choices=["correct", "prob"], default="correct",
+                   help="0/1 correctness (default) or the probability of the true label")
+    p.add_argument("--buckets", type=int, default=5, help="equal-count influence-entropy buckets (default 5)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
+    _common(p)
+    p.set_defaults(func=cmd_memorization)
 
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)
