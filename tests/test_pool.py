@@ -106,3 +106,35 @@ def test_cli_memorization_on_a_pool(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("finite" in err or "corrupt" in err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_attack_on_pools(tmp_path, capsys):
+    argv = [x for o in TINY + ["train.epochs=3", "model.width=128"] for x in ("--set", o)]
+    runs = []
+    for alg in ("sgd", "sam"):
+        assert main(["pool", *argv, "--set", f"algorithm={alg}", "--models", "8", "--out", str(tmp_path),
+                     "--json"]) == 0
+        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    code = main(["attack", *runs, "--bootstrap", "20", "--out", str(tmp_path / "a"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    d = Path(s["run_dir"])
+    assert len(s["table"]) == 2 * 6 and (d / "plots" / "roc_loglog.png").stat().st_size > 1000
+    for row in s["table"]:
+        assert 0 <= row["auc"] <= 1 and row["n_members"] > 0 and row["n_nonmembers"] > 0
+        assert row["epsilon_lower_bound"] >= 0 and row["accountant_epsilon"] is None
+    # members are told apart better than chance by LiRA on a non-private, overfitted pool
+    lira = [r for r in s["table"] if r["attack"] == "lira_online_fixed"]
+    assert all(r["auc"] > 0.5 for r in lira)
+    vuln = np.load(d / "arrays" / "vulnerability_pool0.npy")
+    assert vuln.shape == (len(np.load(Path(runs[0]) / "arrays" / "train_labels.npy")),)
+    # bad input: a non-pool, and pools over different data
+    assert main(["attack", str(tmp_path / "a"), "--out", str(tmp_path / "bad")]) == 2
+    other = TINY + ["train.epochs=1", "data.name=mnist1d", "data.num_samples=400"]
+    assert main(["pool", *[x for o in other for x in ("--set", o)], "--models", "4", "--out", str(tmp_path),
+                 "--json"]) == 0
+    other_run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]
+    assert main(["attack", runs[0], other_run, "--out", str(tmp_path / "bad")]) == 2
+    assert "different data" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -100,6 +100,22 @@ def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
+    from .attack_run import run_attack
+
+    summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}  (ROC: plots/roc_loglog.png)")
+        print(f"{'pool':<12} {'attack':<20} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
+              f"{'eps_lower':>9} {'eps':>7}  n_in/n_out")
+        for r in summary["table"]:
+            eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
+            print(f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
+                  f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
+                  f"{r['n_members']}/{r['n_nonmembers']}")
+    return summary
+
+
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
     from .config_io import describe_presets
 
@@ -185,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
     _common(p)
     p.set_defaults(func=cmd_memorization)
+
+    p = sub.add_parser("attack", help="membership inference (threshold, LiRA) and empirical epsilon of pools",
+                       description="Membership inference on finished pools: each model in turn is the target, the "
+                       "others its shadows. Global and per-class loss thresholds, LiRA online/offline with "
+                       "per-example or fixed variance. Reports AUC, balanced accuracy, TPR at 0.1%% and 1%% FPR "
+                       "(bootstrap CIs, with the member/non-member counts), the empirical epsilon lower bound "
+                       "(Clopper-Pearson 95%%), a log-log ROC overlay and per-example vulnerability scores.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished pools on the same data")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for CIs (200)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
+    _common(p)
+    p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)
