@@ -138,3 +138,21 @@ def test_cli_attack_on_pools(tmp_path, capsys):
     assert main(["attack", runs[0], other_run, "--out", str(tmp_path / "bad")]) == 2
     assert "different data" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_curvature_on_a_run_and_a_pool(tmp_path, capsys):
+    argv = [x for o in TINY + ["train.epochs=3", "data.label_noise=0.1"] for x in ("--set", o)]
+    assert main(["train", *argv, "--out", str(tmp_path), "--json"]) == 0
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]
+    assert main(["curvature", run, "--probes", "4", "--out", str(tmp_path / "c"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    curv = np.load(Path(s["run_dir"]) / "arrays" / "curvature.npy")
+    assert curv.shape == (1347,) and np.isfinite(curv).all() and (curv >= 0).all()
+    assert 0 <= s["mislabel_auroc"] <= 1 and (Path(s["run_dir"]) / "plots" / "curvature_hist.png").exists()
+    assert main(["pool", *argv, "--models", "4", "--save-weights", "--out", str(tmp_path), "--json"]) == 0
+    pool = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]
+    assert main(["curvature", pool, "--probes", "2", "--out", str(tmp_path / "c"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["models"] == 4 and -1 <= s["spearman_curvature_memorization"] <= 1
+    assert main(["curvature", str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
+    assert "not a run directory" in capsys.readouterr().err

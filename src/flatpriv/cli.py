@@ -116,6 +116,23 @@ def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
+    from .curvature_run import run_curvature
+
+    summary = run_curvature(a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method,
+                            seed=a.seed)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}  (histogram: plots/curvature_hist.png)")
+        line = (f"curvature ({summary['variant']}) over {summary['models']} model(s): "
+                f"mean {summary['curvature_mean']:.4g}")
+        if "spearman_curvature_memorization" in summary:
+            line += f"; Spearman with memorization {summary['spearman_curvature_memorization']:.3f}"
+        if "mislabel_auroc" in summary:
+            line += f"; AUROC for the flipped labels {summary['mislabel_auroc']:.3f}"
+        print(line)
+    return summary
+
+
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
     from .config_io import describe_presets
 
@@ -213,6 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
     _common(p)
     p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("curvature", help="per-example input-loss curvature of a run or a pool",
+                       description="Input-loss curvature per training example (Hutchinson with finite "
+                       "differences, eval mode, summed loss): 'norm' (default, the authors' code), 'squared' "
+                       "(~tr(H^2)) or 'trace' (~tr(H)); --method hvp uses exact Hessian-vector products. For a pool "
+                       "trained with --save-weights: mean and max over the models holding each example, and the "
+                       "Spearman correlation with the pool's memorization.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run or pool")
+    p.add_argument("--variant", choices=["norm", "squared", "trace"], default="norm")
+    p.add_argument("--method", choices=["finite_difference", "hvp"], default="finite_difference")
+    p.add_argument("--probes", type=int, default=10, help="Rademacher probes per example (10)")
+    p.add_argument("--h", type=float, default=1e-3, help="finite-difference step (1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probes")
+    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
+    _common(p)
+    p.set_defaults(func=cmd_curvature)
 
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)

@@ -1,0 +1,98 @@
+"""``flatpriv curvature``: per-example input-loss curvature of a trained model or of a pool's models.
+
+For a single run the scores are those of its final model; for a pool (trained with ``--save-weights``) each
+model scores every training example and the scores are aggregated over the models that had the example IN
+(mean, and max as in the authors' code); the pool's Feldman–Zhang memorization is computed alongside and the
+Spearman rank correlation between the two is reported (science.md §3.3, Garg et al. 2024).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from . import plots, results
+from .analysis import _jsonable, load_pool
+from .config import config_from_dict
+from .data import load_data
+from .errors import FlatprivError
+from .memorization import correctness, memorization
+from .memorization.curvature import aggregate, input_curvature
+from .models import build_model
+from .train import resolve_device
+
+
+def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
+    chunks = sorted((run_dir / "chunks").glob("chunk-*.npz"))
+    models = []
+    for path in chunks:
+        z = np.load(path)
+        names = [k for k in z.files if k.startswith("param/")]
+        if not names:
+            raise FlatprivError(f"{run_dir}: the pool kept no weights; train it with `flatpriv pool --save-weights`")
+        for k in range(z[names[0]].shape[0]):
+            models.append({n[len("param/"):]: torch.from_numpy(z[n][k]) for n in names})
+    return models
+
+
+def run_curvature(run_dir: str | Path, out: str | Path = "runs", n_probes: int = 10, h: float = 1e-3,
+                  variant: str = "norm", method: str = "finite_difference", seed: int = 0) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not results.is_run_dir(run_dir):
+        raise FlatprivError(f"{run_dir} is not a run directory (no config.json)")
+    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.data, device)
+    is_pool = (run_dir / "pool.json").is_file()
+    if is_pool:
+        pool = load_pool(run_dir)
+        weights = _pool_weights(run_dir)
+    elif (run_dir / "model.pt").is_file():
+        weights = [torch.load(run_dir / "model.pt", map_location=device, weights_only=True)]
+    else:
+        raise FlatprivError(f"{run_dir} has no model.pt (unfinished run, or trained with train.save_model=false)")
+    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    per_model = []
+    for w in weights:
+        model.load_state_dict({k: v.to(device) for k, v in w.items()})
+        gen = torch.Generator().manual_seed(seed)  # the same probes for every model
+        try:
+            per_model.append(input_curvature(model, data.x_train, data.y_train, n_probes=n_probes, h=h,
+                                             variant=variant, method=method, generator=gen))
+        except ValueError as e:
+            raise FlatprivError(str(e)) from e
+    out_dir = results.new_run_dir(out, "curvature", run_dir.name)
+    results.write_json(out_dir / "config.json", {"source": str(run_dir.resolve()), "n_probes": n_probes, "h": h,
+                                                 "variant": variant, "method": method, "seed": seed})
+    summary: dict[str, Any] = {"kind": "curvature", "source": str(run_dir), "models": len(weights),
+                               "variant": variant, "method": method, "n_probes": n_probes, "h": h}
+    if is_pool:
+        mask = torch.as_tensor(pool["keep"])
+        curv = aggregate(torch.stack(per_model), "mean", mask).numpy()
+        results.save_array(out_dir, "curvature_max", aggregate(torch.stack(per_model), "max", mask).numpy())
+        mem = memorization(pool["keep"], correctness(pool["train_logits"], pool["train_labels"])).score
+        results.save_array(out_dir, "memorization", mem)
+        ok = np.isfinite(curv) & np.isfinite(mem)
+        summary["spearman_curvature_memorization"] = float(spearmanr(curv[ok], mem[ok]).statistic)
+        summary["n_correlated"] = int(ok.sum())
+    else:
+        curv = per_model[0].numpy()
+    results.save_array(out_dir, "curvature", curv)
+    flipped = data.meta.get("flipped")
+    if flipped is not None and len(flipped) and not is_pool:
+        from sklearn.metrics import roc_auc_score
+
+        is_flipped = np.zeros(len(curv), dtype=bool)
+        is_flipped[flipped] = True
+        summary["mislabel_auroc"] = float(roc_auc_score(is_flipped, curv))
+    summary.update(curvature_mean=float(np.nanmean(curv)), curvature_median=float(np.nanmedian(curv)),
+                   run_dir=str(out_dir))
+    plots.histogram({variant: curv}, out_dir / "plots" / "curvature_hist.png", f"input-loss curvature ({variant})",
+                    f"curvature over {len(curv)} training examples")
+    summary = _jsonable(summary)
+    results.write_json(out_dir / "summary.json", summary)
+    return summary
