@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import time
 
@@ -30,10 +31,15 @@ def _sync(device: torch.device) -> None:
 
 
 def _time_interleaved(steps: dict, batches, device, warmup: int) -> dict[str, list[float]]:
-    """Each batch is stepped by every variant in turn, so drift in machine load hits all of them alike."""
+    """Each batch is stepped by every variant in turn, so drift in machine load hits all of them alike; the order
+    is shuffled per batch, so no variant always runs right after a memory-hungry one (cold caches)."""
     times: dict[str, list[float]] = {k: [] for k in steps}
+    order = list(steps)
+    rng = random.Random(0)
     for i, (x, y) in enumerate(batches):
-        for name, step in steps.items():
+        rng.shuffle(order)
+        for name in order:
+            step = steps[name]
             _sync(device)
             t = time.perf_counter()
             step(x, y)

@@ -21,12 +21,12 @@ class Ascent:
 
 def sam(rho: float) -> Ascent:
     """SAM (Foret et al. 2021): ε = ρ · g / (‖g‖₂ + 1e-12), then descend along ∇L_B(w + ε)."""
-    return Ascent(chain(normalize(), scale(rho)))
+    return Ascent(normalize(radius=rho))
 
 
 def vasso(rho: float, theta: float) -> Ascent:
     """VaSSO (Li & Giannakis 2023): d_t = (1 − θ) d_{t−1} + θ g_t (d_1 = g_1), ε_t = ρ · d_t / ‖d_t‖."""
-    return Ascent(chain(ema(theta), normalize(), scale(rho)))
+    return Ascent(chain(ema(theta), normalize(radius=rho)))
 
 
 def asam(rho: float, eta: float) -> Ascent:

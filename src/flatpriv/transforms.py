@@ -2,7 +2,7 @@
 
 A new method is a new composition, not a subclass. ``update(tree, state, params)`` returns the transformed tree
 and the new state; nothing is mutated in place. The SAM family's perturbation ε is such a composition applied
-to a gradient, e.g. SAM's ε = ρ · g / ‖g‖ is ``chain(normalize(), scale(rho))``.
+to a gradient, e.g. SAM's ε = ρ · g / ‖g‖ is ``normalize(radius=rho)`` (or ``chain(normalize(), scale(rho))``).
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ def chain(*transforms: Transform) -> Transform:
     return Transform(init, update)
 
 
-def normalize(eps: float = 1e-12) -> Transform:
-    """g ↦ g / (‖g‖₂ + eps), with the global L2 norm over all leaves."""
+def normalize(eps: float = 1e-12, radius: float = 1.0) -> Transform:
+    """g ↦ radius · g / (‖g‖₂ + eps), with the global L2 norm over all leaves.
+
+    ``normalize(radius=ρ)`` is ``chain(normalize(), scale(ρ))`` in one pass over the tree (SAM's ε on a hot path).
+    """
 
     def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
-        return T.scale(g, 1.0 / (T.norm(g) + eps)), state
+        return T.scale(g, radius / (T.norm(g) + eps)), state
 
     return Transform(lambda params: (), update)
 
