@@ -10,7 +10,6 @@ empirical ε lower bound (Clopper–Pearson) next to the accountant's ε when th
 from __future__ import annotations
 
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from . import results
 from .analysis import _jsonable, load_pool
 from .attacks.lira import LiRA, leave_one_out
 from .attacks.metrics import attack_metrics, plot_roc, roc
-from .attacks.scores import logit_scaled_confidence, per_class_calibrate, threshold_scores
+from .attacks.scores import logit_scaled_confidence, per_class_leave_one_out, threshold_scores
 from .errors import FlatprivError
 from .privacy.audit import epsilon_lower_bound
 
@@ -37,7 +36,7 @@ def _pool_scores(pool: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray
     phi = logit_scaled_confidence(logits, labels)
     return {
         "loss": _loo_threshold(keep, loss_score),
-        "loss_per_class": leave_one_out(keep, loss_score, partial(per_class_calibrate, labels=labels)),
+        "loss_per_class": per_class_leave_one_out(keep, loss_score, labels),
         "lira_online": leave_one_out(keep, phi, LiRA(online=True, fixed_variance=False)),
         "lira_online_fixed": leave_one_out(keep, phi, LiRA(online=True, fixed_variance=True)),
         "lira_offline": leave_one_out(keep, phi, LiRA(online=False, fixed_variance=False)),

@@ -194,3 +194,41 @@ def per_class_calibrate(
     out = ~keep
     ref_labels = np.broadcast_to(y, sh.shape)[out]
     return per_class_standardize(target_scores, y, sh[out], ref_labels, min_count=min_count)
+
+
+def per_class_leave_one_out(
+    keep: np.ndarray, stat: np.ndarray, labels: np.ndarray, min_count: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`per_class_calibrate` for every pool model as the target at once: returns (scores [K, N], keep).
+
+    Per-class sums of the OUT scores over all models, minus the target's own, give each target's reference mean
+    and variance (ddof 0) in O(K·N) instead of K separate calibrations. Classes with fewer than ``min_count``
+    reference scores fall back to the pooled reference, as in :func:`per_class_standardize`.
+    """
+    s = np.asarray(stat, dtype=np.float64)
+    keep = np.asarray(keep, dtype=bool)
+    y = np.asarray(labels)
+    if s.ndim != 2 or keep.shape != s.shape or y.shape != (s.shape[1],):
+        raise FlatprivError(f"stat {s.shape} and keep {keep.shape} must be [K, N] with labels [N], got {y.shape}")
+    k, _ = s.shape
+    c = int(y.max()) + 1
+    out = ~keep & np.isfinite(s)
+    w = np.where(out, s, 0.0)
+    cell = (y[None, :] + c * np.arange(k)[:, None]).ravel()
+
+    def per_model(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(cell, weights=weights.ravel(), minlength=k * c).reshape(k, c)
+
+    n_k, s1_k, s2_k = per_model(out.astype(np.float64)), per_model(w), per_model(w * w)
+    n, s1, s2 = n_k.sum(0) - n_k, s1_k.sum(0) - s1_k, s2_k.sum(0) - s2_k  # everything but the target
+    mean = s1 / np.maximum(n, 1)
+    var = np.maximum(s2 / np.maximum(n, 1) - mean**2, 0.0)
+    n_all, s1_all, s2_all = n.sum(1, keepdims=True), s1.sum(1, keepdims=True), s2.sum(1, keepdims=True)
+    pooled_mean = s1_all / np.maximum(n_all, 1)
+    pooled_var = np.maximum(s2_all / np.maximum(n_all, 1) - pooled_mean**2, 0.0)
+    few = n < max(int(min_count), 1)
+    mean = np.where(few, pooled_mean, mean)
+    var = np.where(few, pooled_var, var)
+    sigma = np.maximum(np.sqrt(var), 1e-12)
+    rows = np.arange(k)[:, None]
+    return (s - mean[rows, y[None, :]]) / sigma[rows, y[None, :]], keep
