@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from . import commands as c
 from .errors import FlatprivError
 
 EXIT_USAGE = 2
@@ -28,6 +29,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
 
 
+def _analysis_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
+    _common(p)
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", metavar="NAME", help="a preset from `flatpriv presets` (default: 'default')")
@@ -38,140 +44,6 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="parent directory for the new run directory (default: runs)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="shortcut for --set train.device=...")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    from .config_io import resolve
-    from .train import resume, train
-
-    if a.resume:
-        if a.preset or a.config or a.overrides:
-            raise FlatprivError("--resume continues a run with its saved config; drop --preset/--config/--set")
-        summary = resume(a.resume, quiet=a.quiet or a.json)
-    else:
-        overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
-        cfg, name = resolve(a.preset, a.config, overrides)
-        summary = train(cfg, name=name, out=a.out, quiet=a.quiet or a.json)
-    if not a.json:
-        print(f"run directory: {summary['run_dir']}")
-        if "interrupted_after_epoch" in summary:
-            print(f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
-                  f"`flatpriv train --resume {summary['run_dir']}`")
-        else:
-            print(f"{summary['algorithm']} on {summary['dataset']}/{summary['model']}: "
-                  f"test accuracy {summary['test_accuracy']:.4f}, train accuracy {summary['train_accuracy']:.4f}, "
-                  f"{summary['steps']} steps in {summary['wall_seconds']:.1f} s")
-    return summary
-
-
-def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
-    from .config_io import resolve
-    from .pool import resume_pool, train_pool
-
-    if a.resume:
-        summary = resume_pool(a.resume, quiet=a.quiet or a.json)
-    else:
-        overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
-        cfg, name = resolve(a.preset, a.config, overrides)
-        summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
-                             save_weights=a.save_weights)
-    if not a.json:
-        print(f"run directory: {summary['run_dir']}")
-        if "models" in summary:
-            print(f"pool of {summary['models']} {summary['algorithm']} models on {summary['dataset']}/"
-                  f"{summary['model']}: mean test accuracy {summary['test_accuracy']:.4f} "
-                  f"(sd {summary['test_accuracy_sd']:.4f}), mean train accuracy on kept examples "
-                  f"{summary['train_accuracy']:.4f}, {summary['wall_seconds']:.1f} s")
-    return summary
-
-
-def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
-    from .analysis import run_memorization
-
-    summary = run_memorization(a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets)
-    if not a.json:
-        print(f"run directory: {summary['run_dir']}")
-        print(f"memorization over {summary['models']} models, {summary['examples']} examples: mean "
-              f"{summary['memorization_mean']:.4f}, median {summary['memorization_median']:.4f}, "
-              f"{100 * summary['fraction_above_0.5']:.1f} % above 0.5, {summary['undefined']} undefined (NaN)")
-        for b in summary.get("buckets", []):
-            print(f"  entropy bucket {b['bucket']} (n={b['n']}): accuracy {b['acc_a']:.4f} -> {b['acc_b']:.4f}, "
-                  f"difference {b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]")
-    return summary
-
-
-def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
-    from .attack_run import run_attack
-
-    summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap)
-    if not a.json:
-        print(f"run directory: {summary['run_dir']}  (ROC: plots/roc_loglog.png)")
-        print(f"{'pool':<12} {'attack':<20} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
-              f"{'eps_lower':>9} {'eps':>7}  n_in/n_out")
-        for r in summary["table"]:
-            eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
-            print(f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
-                  f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
-                  f"{r['n_members']}/{r['n_nonmembers']}")
-    return summary
-
-
-def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
-    from .curvature_run import run_curvature
-
-    summary = run_curvature(a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method,
-                            seed=a.seed)
-    if not a.json:
-        print(f"run directory: {summary['run_dir']}  (histogram: plots/curvature_hist.png)")
-        line = (f"curvature ({summary['variant']}) over {summary['models']} model(s): "
-                f"mean {summary['curvature_mean']:.4g}")
-        if "spearman_curvature_memorization" in summary:
-            line += f"; Spearman with memorization {summary['spearman_curvature_memorization']:.3f}"
-        if "mislabel_auroc" in summary:
-            line += f"; AUROC for the flipped labels {summary['mislabel_auroc']:.3f}"
-        print(line)
-    return summary
-
-
-def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
-    from .config_io import describe_presets
-
-    rows = describe_presets()
-    if not a.json:
-        width = max(len(n) for n, _ in rows)
-        for name, desc in rows:
-            print(f"{name:<{width}}  {desc}")
-    return {"presets": {n: d for n, d in rows}}
-
-
-def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
-    from .step import ALGORITHMS
-
-    if not a.json:
-        for alg in ALGORITHMS.values():
-            print(f"{alg.name:<10}  {alg.rule}")
-    return {"algorithms": {n: alg.rule for n, alg in ALGORITHMS.items()}}
-
-
-def cmd_privacy(a: argparse.Namespace) -> dict[str, Any]:
-    from .privacy.accounting import NEIGHBOURING, accountant_description, calibrate_noise, epsilon
-
-    common = {"sample_rate": a.sample_rate, "steps": a.steps, "delta": a.delta, "accountant": a.accountant,
-              "releases_per_step": a.releases_per_step}
-    if a.privacy_command == "epsilon":
-        value = epsilon(a.noise_multiplier, **common)
-        result = {"epsilon": value, "noise_multiplier": a.noise_multiplier}
-        line = f"epsilon = {value:.4f}"
-    else:
-        sigma = calibrate_noise(a.target_epsilon, **common)
-        value = epsilon(sigma, **common)
-        result = {"noise_multiplier": sigma, "epsilon": value, "target_epsilon": a.target_epsilon}
-        line = f"noise_multiplier = {sigma:.4f} (epsilon = {value:.4f} <= {a.target_epsilon})"
-    result.update(common, accountant=accountant_description(a.accountant), neighbouring=NEIGHBOURING)
-    if not a.json:
-        print(f"{line} at delta = {a.delta:g}, q = {a.sample_rate:g}, {a.steps} steps x {a.releases_per_step} "
-              f"release(s); {result['accountant']}")
-    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     _common(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=c.cmd_train)
 
     p = sub.add_parser("pool", help="train K models on random halves of the training set (memorization, LiRA)",
                        description="Train a pool of K models of one architecture at once (vectorized over a model "
@@ -202,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted pool")
     _common(p)
-    p.set_defaults(func=cmd_pool)
+    p.set_defaults(func=c.cmd_pool)
 
     p = sub.add_parser("memorization", help="Feldman-Zhang memorization, influence and influence entropy of a pool",
                        description="Per-example Feldman-Zhang memorization (with standard errors; NaN where an "
@@ -215,9 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["correct", "prob"], default="correct",
                    help="0/1 correctness (default) or the probability of the true label")
     p.add_argument("--buckets", type=int, default=5, help="equal-count influence-entropy buckets (default 5)")
-    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
-    _common(p)
-    p.set_defaults(func=cmd_memorization)
+    _analysis_args(p)
+    p.set_defaults(func=c.cmd_memorization)
 
     p = sub.add_parser("attack", help="membership inference (threshold, LiRA) and empirical epsilon of pools",
                        description="Membership inference on finished pools: each model in turn is the target, the "
@@ -227,9 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(Clopper-Pearson 95%%), a log-log ROC overlay and per-example vulnerability scores.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished pools on the same data")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for CIs (200)")
-    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
-    _common(p)
-    p.set_defaults(func=cmd_attack)
+    _analysis_args(p)
+    p.set_defaults(func=c.cmd_attack)
 
     p = sub.add_parser("curvature", help="per-example input-loss curvature of a run or a pool",
                        description="Input-loss curvature per training example (Hutchinson with finite "
@@ -243,9 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=int, default=10, help="Rademacher probes per example (10)")
     p.add_argument("--h", type=float, default=1e-3, help="finite-difference step (1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes")
-    p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
-    _common(p)
-    p.set_defaults(func=cmd_curvature)
+    _analysis_args(p)
+    p.set_defaults(func=c.cmd_curvature)
 
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)
@@ -263,15 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--accountant", choices=["pld", "rdp"], default="pld", help="default pld (tight)")
         q.add_argument("--releases-per-step", type=int, default=1, metavar="R", help="2 for DP-SAM (default 1)")
         _common(q)
-        q.set_defaults(func=cmd_privacy)
+        q.set_defaults(func=c.cmd_privacy)
 
     p = sub.add_parser("presets", help="list the presets with a one-line description each")
     _common(p)
-    p.set_defaults(func=cmd_presets)
+    p.set_defaults(func=c.cmd_presets)
 
     p = sub.add_parser("algorithms", help="list the algorithms with their update rules")
     _common(p)
-    p.set_defaults(func=cmd_algorithms)
+    p.set_defaults(func=c.cmd_algorithms)
     return parser
 
 

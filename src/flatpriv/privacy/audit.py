@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
+from ..attacks.metrics import clean_scores
 from ..errors import FlatprivError
 
 _EXACT = 2000
@@ -89,16 +90,7 @@ def epsilon_lower_bound(
         raise FlatprivError(f"confidence must lie in (0, 1), got {confidence}")
     if not 0 <= delta < 1:
         raise FlatprivError(f"delta must lie in [0, 1), got {delta}")
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    m = np.asarray(members).ravel()
-    if s.shape != m.shape:
-        raise FlatprivError(f"scores ({s.size}) and members ({m.size}) must have the same number of entries")
-    if m.dtype != bool:
-        if not np.all((m == 0) | (m == 1)):
-            raise FlatprivError("members must be boolean (or 0/1)")
-        m = m.astype(bool)
-    ok = ~np.isnan(s)
-    s, m = s[ok], m[ok]
+    s, m, n_dropped = clean_scores(scores, members)
     n_in, n_out = int(m.sum()), int((~m).sum())
     if n_in == 0 or n_out == 0:
         raise FlatprivError(f"the audit needs members and non-members with scores, got {n_in} and {n_out}")
@@ -134,7 +126,7 @@ def epsilon_lower_bound(
         "fnr_upper": fnr_u,
         "n_members": n_in,
         "n_nonmembers": n_out,
-        "n_dropped_nan": int((~ok).sum()),
+        "n_dropped_nan": n_dropped,
         "n_thresholds": n_thresholds,
         "confidence": confidence,
         "delta": delta,

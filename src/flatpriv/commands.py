@@ -1,0 +1,145 @@
+"""The CLI's commands: each turns parsed arguments into one library call and prints what a person wants to see.
+
+Each returns the JSON-able result that ``--json`` prints as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .errors import FlatprivError
+
+
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    from .config_io import resolve
+    from .train import resume, train
+
+    if a.resume:
+        if a.preset or a.config or a.overrides:
+            raise FlatprivError("--resume continues a run with its saved config; drop --preset/--config/--set")
+        summary = resume(a.resume, quiet=a.quiet or a.json)
+    else:
+        overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
+        cfg, name = resolve(a.preset, a.config, overrides)
+        summary = train(cfg, name=name, out=a.out, quiet=a.quiet or a.json)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}")
+        if "interrupted_after_epoch" in summary:
+            print(f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
+                  f"`flatpriv train --resume {summary['run_dir']}`")
+        else:
+            print(f"{summary['algorithm']} on {summary['dataset']}/{summary['model']}: "
+                  f"test accuracy {summary['test_accuracy']:.4f}, train accuracy {summary['train_accuracy']:.4f}, "
+                  f"{summary['steps']} steps in {summary['wall_seconds']:.1f} s")
+    return summary
+
+
+def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
+    from .config_io import resolve
+    from .pool import resume_pool, train_pool
+
+    if a.resume:
+        summary = resume_pool(a.resume, quiet=a.quiet or a.json)
+    else:
+        overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
+        cfg, name = resolve(a.preset, a.config, overrides)
+        summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
+                             save_weights=a.save_weights)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}")
+        if "models" in summary:
+            print(f"pool of {summary['models']} {summary['algorithm']} models on {summary['dataset']}/"
+                  f"{summary['model']}: mean test accuracy {summary['test_accuracy']:.4f} "
+                  f"(sd {summary['test_accuracy_sd']:.4f}), mean train accuracy on kept examples "
+                  f"{summary['train_accuracy']:.4f}, {summary['wall_seconds']:.1f} s")
+    return summary
+
+
+def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
+    from .analysis import run_memorization
+
+    summary = run_memorization(a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}")
+        print(f"memorization over {summary['models']} models, {summary['examples']} examples: mean "
+              f"{summary['memorization_mean']:.4f}, median {summary['memorization_median']:.4f}, "
+              f"{100 * summary['fraction_above_0.5']:.1f} % above 0.5, {summary['undefined']} undefined (NaN)")
+        for b in summary.get("buckets", []):
+            print(f"  entropy bucket {b['bucket']} (n={b['n']}): accuracy {b['acc_a']:.4f} -> {b['acc_b']:.4f}, "
+                  f"difference {b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]")
+    return summary
+
+
+def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
+    from .attack_run import run_attack
+
+    summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}  (ROC: plots/roc_loglog.png)")
+        print(f"{'pool':<12} {'attack':<20} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
+              f"{'eps_lower':>9} {'eps':>7}  n_in/n_out")
+        for r in summary["table"]:
+            eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
+            print(f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
+                  f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
+                  f"{r['n_members']}/{r['n_nonmembers']}")
+    return summary
+
+
+def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
+    from .curvature_run import run_curvature
+
+    summary = run_curvature(a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method,
+                            seed=a.seed)
+    if not a.json:
+        print(f"run directory: {summary['run_dir']}  (histogram: plots/curvature_hist.png)")
+        line = (f"curvature ({summary['variant']}) over {summary['models']} model(s): "
+                f"mean {summary['curvature_mean']:.4g}")
+        if "spearman_curvature_memorization" in summary:
+            line += f"; Spearman with memorization {summary['spearman_curvature_memorization']:.3f}"
+        if "mislabel_auroc" in summary:
+            line += f"; AUROC for the flipped labels {summary['mislabel_auroc']:.3f}"
+        print(line)
+    return summary
+
+
+def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
+    from .config_io import describe_presets
+
+    rows = describe_presets()
+    if not a.json:
+        width = max(len(n) for n, _ in rows)
+        for name, desc in rows:
+            print(f"{name:<{width}}  {desc}")
+    return {"presets": {n: d for n, d in rows}}
+
+
+def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
+    from .step import ALGORITHMS
+
+    if not a.json:
+        for alg in ALGORITHMS.values():
+            print(f"{alg.name:<10}  {alg.rule}")
+    return {"algorithms": {n: alg.rule for n, alg in ALGORITHMS.items()}}
+
+
+def cmd_privacy(a: argparse.Namespace) -> dict[str, Any]:
+    from .privacy.accounting import NEIGHBOURING, accountant_description, calibrate_noise, epsilon
+
+    common = {"sample_rate": a.sample_rate, "steps": a.steps, "delta": a.delta, "accountant": a.accountant,
+              "releases_per_step": a.releases_per_step}
+    if a.privacy_command == "epsilon":
+        value = epsilon(a.noise_multiplier, **common)
+        result = {"epsilon": value, "noise_multiplier": a.noise_multiplier}
+        line = f"epsilon = {value:.4f}"
+    else:
+        sigma = calibrate_noise(a.target_epsilon, **common)
+        value = epsilon(sigma, **common)
+        result = {"noise_multiplier": sigma, "epsilon": value, "target_epsilon": a.target_epsilon}
+        line = f"noise_multiplier = {sigma:.4f} (epsilon = {value:.4f} <= {a.target_epsilon})"
+    result.update(common, accountant=accountant_description(a.accountant), neighbouring=NEIGHBOURING)
+    if not a.json:
+        print(f"{line} at delta = {a.delta:g}, q = {a.sample_rate:g}, {a.steps} steps x {a.releases_per_step} "
+              f"release(s); {result['accountant']}")
+    return result
