@@ -145,3 +145,19 @@ def test_refused_configurations(tmp_path, capsys, extra, fragment):
     assert not (tmp_path / "r").exists()
     with pytest.raises(FlatprivError):
         prepare(resolve(overrides=TINY + extra)[0])
+
+
+def test_cli_privacy_epsilon_and_calibrate(capsys):
+    code = main(["privacy", "epsilon", "--noise-multiplier", "1.5", "--sample-rate", "0.04", "--steps", "2250",
+                 "--accountant", "rdp", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["epsilon"] == pytest.approx(7.3291, abs=1e-3)
+    assert "RDP" in out["accountant"] and out["neighbouring"] == "add/remove-one"
+    code = main(["privacy", "calibrate", "--target-epsilon", "3", "--sample-rate", "0.0256", "--steps", "585",
+                 "--releases-per-step", "2", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["epsilon"] <= 3.0
+    assert out["epsilon"] == pytest.approx(epsilon(out["noise_multiplier"], 0.0256, 1170, 1e-5, "pld"), rel=1e-9)
+    code = main(["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "1.5", "--steps", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "sample_rate" in err
