@@ -73,7 +73,8 @@ def test_cli_pool_writes_the_promised_files(tmp_path, capsys):
     acc_in = np.mean([(logits[k].argmax(1) == labels)[keep[k]].mean() for k in range(4)])
     assert acc_in == pytest.approx(summary["train_accuracy"], abs=5e-3)  # float16 logits
     for bad, fragment in ((["--models", "1"], "at least 2"), (["--models", "4", "--keep", "1.5"], "--keep"),
-                          (["--models", "4", "--set", "algorithm=dpsgd"], "not available")):
+                          (["--models", "4", "--set", "algorithm=noisy_sgd"], "not available"),
+                          (["--models", "4", "--set", "algorithm=dpsgd"], "needs noise")):
         code = main(["pool", *argv, *bad, "--out", str(tmp_path / "bad")])
         assert code == 2 and fragment in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
@@ -156,3 +157,20 @@ def test_cli_curvature_on_a_run_and_a_pool(tmp_path, capsys):
     assert s["models"] == 4 and -1 <= s["spearman_curvature_memorization"] <= 1
     assert main(["curvature", str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algorithm", ["dpsgd", "dpsat"])
+def test_dp_pool_equals_separate_runs(tmp_path, algorithm):
+    over = ["train.epochs=2", f"algorithm={algorithm}", "privacy.noise_multiplier=1.0", "privacy.noise_seed=11",
+            "train.batch_size=64", "sharpness.rho=0.2"]
+    cfg, _ = resolve(overrides=TINY + over + ["seed=5"])
+    data = load_data(cfg.data)
+    keep = make_keep(3, len(data.y_train), 0.5, seed=1)
+    pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
+    for k in range(3):
+        single, _ = resolve(overrides=TINY + over + [f"seed={5 + k}", f"privacy.noise_seed={11 + 2 * k}"])
+        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
+        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
+        for name, w in weights.items():
+            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+        assert pooled["epsilon"] == s["epsilon"] and pooled["releases"] == s["releases"]

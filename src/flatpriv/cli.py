@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a pool of K models of one architecture at once (vectorized over a model "
                        "axis), model k on its own random subset of the training set (exactly --keep of it) with seed "
                        "seed + k. Writes arrays/keep.npy [K, N], per-model train/test logits (float16), "
-                       "models.jsonl and summary.json; finished chunks survive a kill (--resume).")
+                       "models.jsonl and summary.json; finished chunks survive a kill (--resume). dpsgd and dpsat "
+                       "pools give every model its own Poisson batches and noise (noise seed noise_seed + 2k) and "
+                       "report the epsilon each model has.")
     _config_args(p)
     p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
     p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")

@@ -30,6 +30,9 @@ from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
 from .errors import FlatprivError
 from .models import build_model
+from .pool_dp import SUPPORTED as DP_SUPPORTED
+from .pool_dp import train_dp_models
+from .private import setup_privacy
 from .step import get_algorithm, make_optimizer
 from .train import resolve_device
 
@@ -58,11 +61,37 @@ def _logits(base: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Ten
 
 def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                  quiet: bool = True) -> dict[str, Any]:
-    """Train len(seeds) models at once, model k on the training positions where ``keep[k]`` is set."""
+    """Train len(seeds) models at once, model k on the training positions where ``keep[k]`` is set; DP rows go
+    through :func:`flatpriv.pool_dp.train_dp_models` (per-model Poisson batches, noise and ledgers)."""
     alg = get_algorithm(cfg.algorithm)
-    if alg.private or alg.noisy:
-        raise FlatprivError(f"pools of {cfg.algorithm} are not available yet: pools train the non-private "
-                            "algorithms (sgd, sam, vasso, asam, sharpreg)")
+    _check_poolable(cfg.algorithm)
+    extra: dict[str, Any] = {}
+    if alg.private:
+        r = train_dp_models(cfg, data, keep, seeds, quiet)
+        params, base = r.pop("params"), r.pop("base")
+        extra = r
+    else:
+        params, base = _train_plain(cfg, data, keep, seeds, quiet)
+    device = data.x_train.device
+    train_logits = _logits(base, params, data.x_train, cfg.train.eval_batch_size)
+    test_logits = _logits(base, params, data.x_test, cfg.train.eval_batch_size)
+    keep_t = torch.as_tensor(keep, device=device)
+    correct = (train_logits.argmax(-1) == data.y_train).float()
+    return {"params": params, "train_logits": train_logits, "test_logits": test_logits,
+            "train_accuracy": ((correct * keep_t).sum(1) / keep_t.sum(1)).cpu().numpy(),
+            "test_accuracy": (test_logits.argmax(-1) == data.y_test).float().mean(1).cpu().numpy(), **extra}
+
+
+def _check_poolable(algorithm: str) -> None:
+    alg = get_algorithm(algorithm)
+    if alg.noisy or (alg.private and algorithm not in DP_SUPPORTED):
+        raise FlatprivError(f"pools of {algorithm} are not available yet: pools train sgd, sam, vasso, asam, "
+                            f"sharpreg and {', '.join(DP_SUPPORTED)}")
+
+
+def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
+                 quiet: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+    alg = get_algorithm(cfg.algorithm)
     device = data.x_train.device
     models = []
     for s in seeds:
@@ -92,14 +121,7 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-    train_logits = _logits(base, params, data.x_train, cfg.train.eval_batch_size)
-    test_logits = _logits(base, params, data.x_test, cfg.train.eval_batch_size)
-    keep_t = torch.as_tensor(keep, device=device)
-    correct = (train_logits.argmax(-1) == data.y_train).float()
-    return {"params": {k: v.detach() for k, v in params.items()},
-            "train_logits": train_logits, "test_logits": test_logits,
-            "train_accuracy": ((correct * keep_t).sum(1) / keep_t.sum(1)).cpu().numpy(),
-            "test_accuracy": (test_logits.argmax(-1) == data.y_test).float().mean(1).cpu().numpy()}
+    return {k: v.detach() for k, v in params.items()}, base
 
 
 def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool) -> dict[str, Any]:
@@ -119,7 +141,8 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool) -
         r = train_models(cfg, data, keep[rows], seeds, quiet=True)
         arrays = {"train_logits": r["train_logits"].cpu().numpy().astype(np.float16),
                   "test_logits": r["test_logits"].cpu().numpy().astype(np.float16),
-                  "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"]}
+                  "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
+                  **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r}}
         if pool.get("save_weights"):
             arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -143,10 +166,21 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool) -
                "models": k_total, "keep_fraction": pool["keep_fraction"], "examples": int(keep.shape[1]),
                "train_accuracy": float(train_acc.mean()), "test_accuracy": float(test_acc.mean()),
                "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
-               "epsilon": None, "delta": None, "accountant": None,
+               **_privacy(cfg, parts),
                "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3), "run_dir": str(run_dir)}
     results.write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _privacy(cfg: Config, parts: list) -> dict[str, Any]:
+    if "epsilon" not in parts[0].files:
+        return {"epsilon": None, "delta": None, "accountant": None}
+    from .privacy.accounting import NEIGHBOURING, accountant_description
+
+    return {"epsilon": max(float(p["epsilon"]) for p in parts), "delta": cfg.privacy.delta,
+            "accountant": accountant_description(cfg.privacy.accountant), "neighbouring": NEIGHBOURING,
+            "epsilon_note": "every model has the same (σ, q, steps) ledger, so this ε holds for each model",
+            "noise_multiplier": float(parts[0]["noise_multiplier"]), "sample_rate": float(parts[0]["sample_rate"])}
 
 
 def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int = 64, name: str = "custom",
@@ -157,12 +191,11 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
         raise FlatprivError(f"--models {n_models}: a pool needs at least 2 models")
     if chunk_size < 1:
         raise FlatprivError(f"--chunk-size {chunk_size}: must be at least 1")
-    alg = get_algorithm(cfg.algorithm)
-    if alg.private or alg.noisy:
-        raise FlatprivError(f"pools of {cfg.algorithm} are not available yet: pools train the non-private "
-                            "algorithms (sgd, sam, vasso, asam, sharpreg)")
+    _check_poolable(cfg.algorithm)
     data = load_data(cfg.data, resolve_device(cfg.train.device))
     keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed)
+    if get_algorithm(cfg.algorithm).private:  # refuse a configuration that breaks DP before writing anything
+        setup_privacy(cfg, True, 1, False, int(keep[0].sum()), data.x_train.device)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))

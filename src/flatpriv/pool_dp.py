@@ -1,0 +1,109 @@
+"""DP pools: K private models at once, each with its own Poisson batches, noise, generators and ledger.
+
+Model k samples its batch from its own subset S_k (|S_k| = m) with rate q = batch_size / m, so batch sizes differ
+between models: batches are padded to the largest one with weight-0 rows. Per-example gradients come from
+``vmap(grad)`` (vmapped again over the model axis), are clipped to C and summed with the weights; model k's noise
+N(0, σ²C²I) is drawn from its own generator in the same order as a single run, and the sum is divided by q·m.
+Model k therefore equals ``flatpriv train`` on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the sampler
+uses the next seed, as in a single run). All models share σ, q and the number of steps, so their ledgers are
+equal and one ε holds for each model. DP-SGD and DP-SAT are supported.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from .config import Config
+from .data import Dataset
+from .errors import FlatprivError
+from .models import build_model
+from .privacy.accounting import Ledger, epsilon_from_ledger
+from .privacy.sampling import make_generator
+from .private import setup_privacy
+from .step import make_optimizer
+
+SUPPORTED = ("dpsgd", "dpsat")
+_STABILITY = 1e-6  # as in clipping.py: min(1, C / (‖g_i‖ + 1e-6))
+
+
+def _clipped_sums(base: torch.nn.Module, clip_norm: float):
+    def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(base, p, (x.unsqueeze(0),)), y.unsqueeze(0))
+
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+
+    def one_model(p: dict, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict:
+        g = per_example(p, x, y)
+        norms = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
+        c = torch.clamp(clip_norm / (norms + _STABILITY), max=1.0) * w
+        return {k: torch.tensordot(c, v, dims=1) for k, v in g.items()}
+
+    return vmap(one_model)
+
+
+def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
+                    quiet: bool = True) -> dict[str, Any]:
+    if cfg.algorithm not in SUPPORTED:
+        raise FlatprivError(f"pools of {cfg.algorithm} are not available yet: private pools train "
+                            f"{' and '.join(SUPPORTED)}")
+    device = data.x_train.device
+    subsets = torch.as_tensor(np.stack([np.flatnonzero(row) for row in keep]), device=device)
+    k_models, m = subsets.shape
+    run = setup_privacy(cfg, True, 1, False, m, device)
+    assert run is not None
+    q, sigma, clip = run.sample_rate, run.noise_multiplier, cfg.privacy.clip_norm
+    models = []
+    for s in seeds:
+        torch.manual_seed(s)
+        models.append(build_model(cfg.model, data.input_shape, data.num_classes).to(device))
+    params, _ = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    clipped = _clipped_sums(base, clip)
+    optimizer, scheduler = make_optimizer(cfg, list(params.values()), run.steps_per_epoch * cfg.train.epochs)
+    base_seed = cfg.privacy.noise_seed
+    offsets = [2 * (s - cfg.seed) for s in seeds]  # model k (seed cfg.seed + k): noise seed noise_seed + 2k
+    noise = [make_generator(base_seed + o if base_seed >= 0 else -1, device) for o in offsets]
+    samplers = [make_generator(base_seed + o + 1 if base_seed >= 0 else -1, device) for o in offsets]
+    ledger = Ledger()
+    previous: dict[str, torch.Tensor] | None = None
+    rho = cfg.sharpness.rho
+    for _ in tqdm(range(cfg.train.epochs), desc=f"DP pool chunk ({k_models} models)", unit="epoch",
+                  disable=quiet or None, leave=False):
+        for _ in range(run.steps_per_epoch):
+            picks = [(torch.rand(m, generator=g, device=device) < q).nonzero().squeeze(1) for g in samplers]
+            width = max(1, max(len(p) for p in picks))
+            pos = torch.zeros(k_models, width, dtype=torch.long, device=device)
+            w = torch.zeros(k_models, width, device=device)
+            for k, p in enumerate(picks):
+                pos[k, :len(p)], w[k, :len(p)] = p, 1.0
+            idx = torch.gather(subsets, 1, pos)
+            point = {n: v.detach() for n, v in params.items()}
+            if cfg.algorithm == "dpsat" and previous is not None:  # ε = ρ g̃_{t−1} / ‖g̃_{t−1}‖ per model
+                norm = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in previous.values()))
+                scale = rho / (norm + 1e-12)
+                point = {n: v + scale.view(-1, *[1] * (v.dim() - 1)) * previous[n] for n, v in point.items()}
+            sums = clipped(point, data.x_train[idx], data.y_train[idx], w)
+            noisy = {n: torch.stack([torch.randn(v.shape[1:], generator=g, device=device, dtype=v.dtype)
+                                     for g in noise]) * (sigma * clip) for n, v in sums.items()}
+            g_tilde = {n: (sums[n] + noisy[n]) / (q * m) for n in sums}
+            ledger.record(sigma, q)
+            previous = g_tilde
+            for n, p in params.items():
+                p.grad = g_tilde[n]
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+    return {"params": {k: v.detach() for k, v in params.items()}, "base": base,
+            "epsilon": epsilon_from_ledger(ledger, cfg.privacy.delta, cfg.privacy.accountant),
+            "noise_multiplier": sigma, "sample_rate": q, "releases": ledger.releases,
+            "steps": run.steps_per_epoch * cfg.train.epochs}
+
+
+
