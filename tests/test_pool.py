@@ -174,3 +174,17 @@ def test_dp_pool_equals_separate_runs(tmp_path, algorithm):
         for name, w in weights.items():
             torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
         assert pooled["epsilon"] == s["epsilon"] and pooled["releases"] == s["releases"]
+
+
+def test_canaries_are_mislabelled_in_every_model_and_audited_alone(tmp_path, capsys):
+    argv = [x for o in TINY + ["train.epochs=3", "model.width=128"] for x in ("--set", o)]
+    assert main(["pool", *argv, "--models", "6", "--canaries", "20", "--out", str(tmp_path), "--json"]) == 0
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    canaries = np.load(run / "arrays" / "canaries.npy")
+    wrong = np.load(run / "arrays" / "canary_labels.npy")
+    clean = np.load(run / "arrays" / "clean_labels.npy")
+    assert len(canaries) == 20 and (wrong != clean[canaries]).all()
+    assert (np.load(run / "arrays" / "train_labels.npy")[canaries] == wrong).all()
+    assert main(["attack", str(run), "--bootstrap", "0", "--out", str(tmp_path / "a"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["table"]
+    assert all(r["n_canaries"] == 20 and r["epsilon_lower_bound_canaries"] >= 0 for r in rows)

@@ -35,6 +35,8 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
     arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
     check_pool(arrays["keep"], arrays["train_logits"], arrays["train_labels"], test_logits=arrays["test_logits"],
                test_labels=arrays["test_labels"])
+    canaries = run_dir / "arrays" / "canaries.npy"
+    arrays["canaries"] = np.load(canaries) if canaries.exists() else None
     arrays["config"] = results.read_json(run_dir / "config.json")
     arrays["run_dir"] = run_dir
     return arrays

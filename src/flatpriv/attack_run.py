@@ -61,10 +61,17 @@ def run_attack(run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int
         summary = results.read_json(p["run_dir"] / "summary.json")
         for attack, (scores, members) in _pool_scores(p).items():
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
-            audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=summary.get("delta") or 0.0)
-            table.append({"pool": label, "source": str(p["run_dir"]), "attack": attack,
-                          "test_accuracy": summary["test_accuracy"], "accountant_epsilon": summary.get("epsilon"),
-                          "epsilon_lower_bound": audit["eps_lower"], **m})
+            delta = summary.get("delta") or 0.0
+            audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)
+            row = {"pool": label, "source": str(p["run_dir"]), "attack": attack,
+                   "test_accuracy": summary["test_accuracy"], "accountant_epsilon": summary.get("epsilon"),
+                   "epsilon_lower_bound": audit["eps_lower"], **m}
+            if p.get("canaries") is not None:  # the same audit on the mislabelled canaries alone
+                c = p["canaries"]
+                row["epsilon_lower_bound_canaries"] = epsilon_lower_bound(
+                    scores[:, c].ravel(), members[:, c].ravel(), delta=delta)["eps_lower"]
+                row["n_canaries"] = int(len(c))
+            table.append(row)
             if attack in ("loss", "lira_online_fixed"):
                 r = roc(scores.ravel(), members.ravel())
                 curves[f"{label} {attack}"] = (r.fpr, r.tpr)

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
     p.add_argument("--chunk-size", type=int, default=64, metavar="C", help="models trained at once (64)")
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
+    p.add_argument("--canaries", type=int, default=0, metavar="N",
+                   help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted pool")
     _common(p)
     p.set_defaults(func=c.cmd_pool)

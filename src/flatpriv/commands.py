@@ -45,7 +45,7 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
         cfg, name = resolve(a.preset, a.config, overrides)
         summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
-                             save_weights=a.save_weights)
+                             save_weights=a.save_weights, canaries=a.canaries)
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if "models" in summary:
@@ -83,7 +83,9 @@ def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
             eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
             print(f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
                   f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
-                  f"{r['n_members']}/{r['n_nonmembers']}")
+                  f"{r['n_members']}/{r['n_nonmembers']}"
+                  + (f"  eps_lower on {r['n_canaries']} canaries {r['epsilon_lower_bound_canaries']:.3f}"
+                     if "n_canaries" in r else ""))
     return summary
 
 

@@ -128,6 +128,10 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool) -
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
     keep = np.load(run_dir / "arrays" / "keep.npy")
+    canary_path = run_dir / "arrays" / "canaries.npy"
+    if canary_path.exists():  # the audit's canaries: training examples given a wrong label in every model
+        canaries = torch.as_tensor(np.load(canary_path), device=device)
+        data.y_train[canaries] = torch.as_tensor(np.load(run_dir / "arrays" / "canary_labels.npy"), device=device)
     k_total, chunk = pool["models"], pool["chunk_size"]
     (run_dir / "chunks").mkdir(exist_ok=True)
     t0 = time.perf_counter()
@@ -183,10 +187,23 @@ def _privacy(cfg: Config, parts: list) -> dict[str, Any]:
             "noise_multiplier": float(parts[0]["noise_multiplier"]), "sample_rate": float(parts[0]["sample_rate"])}
 
 
+def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` training positions and a wrong label for each (uniform over the other classes): mislabelled canaries,
+    the examples a membership audit finds easiest to expose (Jagielski et al. 2020)."""
+    if not 0 <= n <= len(labels):
+        raise FlatprivError(f"--canaries {n}: must be between 0 and the {len(labels)} training examples")
+    rng = np.random.default_rng([seed, 0xCA7A])
+    pos = np.sort(rng.choice(len(labels), size=n, replace=False))
+    return pos, (labels[pos] + rng.integers(1, num_classes, size=n)) % num_classes
+
+
 def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int = 64, name: str = "custom",
                out: str | Path = "runs", quiet: bool = False, save_weights: bool = False,
-               stop_after_chunks: int | None = None) -> dict[str, Any]:
-    """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models)."""
+               stop_after_chunks: int | None = None, canaries: int = 0) -> dict[str, Any]:
+    """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
+
+    ``canaries``: relabel that many training examples (saved as arrays/canaries.npy) for the privacy audit.
+    """
     if n_models < 2:
         raise FlatprivError(f"--models {n_models}: a pool needs at least 2 models")
     if chunk_size < 1:
@@ -203,6 +220,10 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
             "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights}
     results.write_json(run_dir / POOL_FILE, pool)
     results.save_array(run_dir, "keep", keep)
+    if canaries:
+        pos, wrong = make_canaries(data.y_train.cpu().numpy(), canaries, data.num_classes, cfg.seed)
+        results.save_array(run_dir, "canaries", pos)
+        results.save_array(run_dir, "canary_labels", wrong)
     return _run_chunks(run_dir, cfg, dict(pool, stop_after_chunks=stop_after_chunks), quiet)
 
 
