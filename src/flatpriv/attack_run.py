@@ -1,10 +1,11 @@
 """``flatpriv attack``: membership inference on one or more finished pools, into a new run directory.
 
 Each pool model in turn is the target and the others are its shadows (LiRA's evaluation); scores are pooled over
-targets. Attacks: global loss threshold, per-class loss threshold (standardised against the shadows' OUT
-scores), LiRA online / offline with per-example or fixed variance on φ (Carlini et al. 2022). For each pool and
-attack: AUC, balanced accuracy, TPR at 0.1 % and 1 % FPR with bootstrap CIs and the counts they rest on, and the
-empirical ε lower bound (Clopper–Pearson) next to the accountant's ε when the pool is private.
+targets. Attacks: global and per-class thresholds (standardised against the shadows' OUT scores) on the loss, the
+true-class confidence and the modified entropy (Song & Mittal 2021); LiRA online / offline with per-example or
+fixed variance on φ (Carlini et al. 2022). For each pool and attack: AUC, balanced accuracy, TPR at 0.1 % and
+1 % FPR with bootstrap CIs and the counts they rest on, and the empirical ε lower bound (Clopper–Pearson) next
+to the accountant's ε when the pool is private.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from .attacks.scores import logit_scaled_confidence, per_class_leave_one_out, th
 from .errors import FlatprivError
 from .privacy.audit import epsilon_lower_bound
 
-ATTACKS = ("loss", "loss_per_class", "lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed")
+ATTACKS = ("loss", "loss_per_class", "confidence", "confidence_per_class", "mentr", "mentr_per_class",
+           "lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed")
 
 
 def _loo_threshold(keep: np.ndarray, stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,11 +34,14 @@ def _loo_threshold(keep: np.ndarray, stat: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _pool_scores(pool: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     keep, logits, labels = pool["keep"], pool["train_logits"], pool["train_labels"]
-    loss_score = threshold_scores("loss", logits, labels)  # −ℓ, larger = member  [K, N]
+    out = {}
+    for kind in ("loss", "confidence", "mentr"):  # −ℓ, p_y, −Mentr: larger = member  [K, N]
+        score = threshold_scores(kind, logits, labels)
+        out[kind] = _loo_threshold(keep, score)
+        out[f"{kind}_per_class"] = per_class_leave_one_out(keep, score, labels)
     phi = logit_scaled_confidence(logits, labels)
     return {
-        "loss": _loo_threshold(keep, loss_score),
-        "loss_per_class": per_class_leave_one_out(keep, loss_score, labels),
+        **out,
         "lira_online": leave_one_out(keep, phi, LiRA(online=True, fixed_variance=False)),
         "lira_online_fixed": leave_one_out(keep, phi, LiRA(online=True, fixed_variance=True)),
         "lira_offline": leave_one_out(keep, phi, LiRA(online=False, fixed_variance=False)),

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
     p.add_argument("--canaries", type=int, default=0, metavar="N",
                    help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="train chunks here (default) or as Ray tasks (pip install 'flatpriv[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local Ray instance)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted pool")
     _common(p)
     p.set_defaults(func=c.cmd_pool)

@@ -37,15 +37,16 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
     from .config_io import resolve
-    from .pool import resume_pool, train_pool
+    from .pool_run import resume_pool, train_pool
 
     if a.resume:
-        summary = resume_pool(a.resume, quiet=a.quiet or a.json)
+        summary = resume_pool(a.resume, quiet=a.quiet or a.json, backend=a.backend, ray_address=a.ray_address)
     else:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
         cfg, name = resolve(a.preset, a.config, overrides)
         summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
-                             save_weights=a.save_weights, canaries=a.canaries)
+                             save_weights=a.save_weights, canaries=a.canaries, backend=a.backend,
+                             ray_address=a.ray_address)
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if "models" in summary:

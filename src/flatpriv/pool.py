@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,16 +23,13 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
-from . import results
-from .config import Config, config_from_dict, config_to_dict
-from .data import Dataset, load_data
+from .config import Config
+from .data import Dataset
 from .errors import FlatprivError
 from .models import build_model
 from .pool_dp import SUPPORTED as DP_SUPPORTED
 from .pool_dp import train_dp_models
-from .private import setup_privacy
 from .step import get_algorithm, make_optimizer
-from .train import resolve_device
 
 POOL_FILE = "pool.json"
 
@@ -64,7 +59,8 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
     """Train len(seeds) models at once, model k on the training positions where ``keep[k]`` is set; DP rows go
     through :func:`flatpriv.pool_dp.train_dp_models` (per-model Poisson batches, noise and ledgers)."""
     alg = get_algorithm(cfg.algorithm)
-    _check_poolable(cfg.algorithm)
+    check_poolable(cfg.algorithm)
+    keep = np.array(keep, dtype=bool)  # a writable copy (arrays sent to a Ray worker arrive read-only)
     extra: dict[str, Any] = {}
     if alg.private:
         r = train_dp_models(cfg, data, keep, seeds, quiet)
@@ -82,7 +78,7 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
             "test_accuracy": (test_logits.argmax(-1) == data.y_test).float().mean(1).cpu().numpy(), **extra}
 
 
-def _check_poolable(algorithm: str) -> None:
+def check_poolable(algorithm: str) -> None:
     alg = get_algorithm(algorithm)
     if alg.noisy or (alg.private and algorithm not in DP_SUPPORTED):
         raise FlatprivError(f"pools of {algorithm} are not available yet: pools train sgd, sam, vasso, asam, "
@@ -122,117 +118,3 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
             if scheduler is not None:
                 scheduler.step()
     return {k: v.detach() for k, v in params.items()}, base
-
-
-def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    device = resolve_device(cfg.train.device)
-    data = load_data(cfg.data, device)
-    keep = np.load(run_dir / "arrays" / "keep.npy")
-    canary_path = run_dir / "arrays" / "canaries.npy"
-    if canary_path.exists():  # the audit's canaries: training examples given a wrong label in every model
-        canaries = torch.as_tensor(np.load(canary_path), device=device)
-        data.y_train[canaries] = torch.as_tensor(np.load(run_dir / "arrays" / "canary_labels.npy"), device=device)
-    k_total, chunk = pool["models"], pool["chunk_size"]
-    (run_dir / "chunks").mkdir(exist_ok=True)
-    t0 = time.perf_counter()
-    starts = list(range(0, k_total, chunk))
-    for c, start in enumerate(tqdm(starts, desc="pool", unit="chunk", disable=quiet or None)):
-        path = run_dir / "chunks" / f"chunk-{c:04d}.npz"
-        if path.exists():
-            continue  # finished before an interruption
-        rows = slice(start, min(start + chunk, k_total))
-        seeds = [cfg.seed + k for k in range(rows.start, rows.stop)]
-        r = train_models(cfg, data, keep[rows], seeds, quiet=True)
-        arrays = {"train_logits": r["train_logits"].cpu().numpy().astype(np.float16),
-                  "test_logits": r["test_logits"].cpu().numpy().astype(np.float16),
-                  "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
-                  **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r}}
-        if pool.get("save_weights"):
-            arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-        if pool.get("stop_after_chunks") and c + 1 >= pool["stop_after_chunks"] and c + 1 < len(starts):
-            return {"run_dir": str(run_dir), "interrupted_after_chunk": c + 1}
-    parts = [np.load(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
-    for key in ("train_logits", "test_logits"):
-        results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
-    results.save_array(run_dir, "train_labels", data.y_train.cpu().numpy())
-    results.save_array(run_dir, "test_labels", data.y_test.cpu().numpy())
-    for name, arr in data.meta.items():
-        results.save_array(run_dir, name, np.asarray(arr))
-    train_acc = np.concatenate([p["train_accuracy"] for p in parts])
-    test_acc = np.concatenate([p["test_accuracy"] for p in parts])
-    (run_dir / "models.jsonl").write_text("".join(
-        results.json.dumps({"model": k, "seed": cfg.seed + k, "train_accuracy": float(a), "test_accuracy": float(b),
-                            "kept": int(keep[k].sum())}) + "\n" for k, (a, b) in enumerate(zip(train_acc, test_acc))))
-    summary = {"kind": "pool", "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
-               "models": k_total, "keep_fraction": pool["keep_fraction"], "examples": int(keep.shape[1]),
-               "train_accuracy": float(train_acc.mean()), "test_accuracy": float(test_acc.mean()),
-               "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
-               **_privacy(cfg, parts),
-               "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3), "run_dir": str(run_dir)}
-    results.write_json(run_dir / "summary.json", summary)
-    return summary
-
-
-def _privacy(cfg: Config, parts: list) -> dict[str, Any]:
-    if "epsilon" not in parts[0].files:
-        return {"epsilon": None, "delta": None, "accountant": None}
-    from .privacy.accounting import NEIGHBOURING, accountant_description
-
-    return {"epsilon": max(float(p["epsilon"]) for p in parts), "delta": cfg.privacy.delta,
-            "accountant": accountant_description(cfg.privacy.accountant), "neighbouring": NEIGHBOURING,
-            "epsilon_note": "every model has the same (σ, q, steps) ledger, so this ε holds for each model",
-            "noise_multiplier": float(parts[0]["noise_multiplier"]), "sample_rate": float(parts[0]["sample_rate"])}
-
-
-def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` training positions and a wrong label for each (uniform over the other classes): mislabelled canaries,
-    the examples a membership audit finds easiest to expose (Jagielski et al. 2020)."""
-    if not 0 <= n <= len(labels):
-        raise FlatprivError(f"--canaries {n}: must be between 0 and the {len(labels)} training examples")
-    rng = np.random.default_rng([seed, 0xCA7A])
-    pos = np.sort(rng.choice(len(labels), size=n, replace=False))
-    return pos, (labels[pos] + rng.integers(1, num_classes, size=n)) % num_classes
-
-
-def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int = 64, name: str = "custom",
-               out: str | Path = "runs", quiet: bool = False, save_weights: bool = False,
-               stop_after_chunks: int | None = None, canaries: int = 0) -> dict[str, Any]:
-    """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
-
-    ``canaries``: relabel that many training examples (saved as arrays/canaries.npy) for the privacy audit.
-    """
-    if n_models < 2:
-        raise FlatprivError(f"--models {n_models}: a pool needs at least 2 models")
-    if chunk_size < 1:
-        raise FlatprivError(f"--chunk-size {chunk_size}: must be at least 1")
-    _check_poolable(cfg.algorithm)
-    data = load_data(cfg.data, resolve_device(cfg.train.device))
-    keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed)
-    if get_algorithm(cfg.algorithm).private:  # refuse a configuration that breaks DP before writing anything
-        setup_privacy(cfg, True, 1, False, int(keep[0].sum()), data.x_train.device)
-    run_dir = results.new_run_dir(out, "pool", name)
-    results.write_json(run_dir / "config.json", config_to_dict(cfg))
-    results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
-    pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": "exact", "chunk_size": chunk_size,
-            "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights}
-    results.write_json(run_dir / POOL_FILE, pool)
-    results.save_array(run_dir, "keep", keep)
-    if canaries:
-        pos, wrong = make_canaries(data.y_train.cpu().numpy(), canaries, data.num_classes, cfg.seed)
-        results.save_array(run_dir, "canaries", pos)
-        results.save_array(run_dir, "canary_labels", wrong)
-    return _run_chunks(run_dir, cfg, dict(pool, stop_after_chunks=stop_after_chunks), quiet)
-
-
-def resume_pool(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
-    """Finish a pool whose process was killed: chunks already saved are kept, the rest are trained."""
-    run_dir = Path(run_dir)
-    if not (run_dir / POOL_FILE).is_file():
-        raise FlatprivError(f"--resume {run_dir}: not a pool run directory (no {POOL_FILE})")
-    if (run_dir / "summary.json").exists():
-        raise FlatprivError(f"--resume {run_dir}: this pool already finished (summary.json exists)")
-    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
-    return _run_chunks(run_dir, cfg, results.read_json(run_dir / POOL_FILE), quiet)

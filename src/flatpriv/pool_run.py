@@ -1,0 +1,181 @@
+"""Running a pool: keep masks and canaries, chunks of models on the local machine or spread over a Ray cluster,
+each finished chunk saved at once (so a killed pool resumes), then the pool's arrays and summary.
+
+``--backend ray`` sends every unfinished chunk to a Ray worker as one task; a worker regenerates the (offline,
+seeded) data itself and returns the chunk's arrays, which the driver saves. The chunk function is the same for
+both backends, so the results are the same models (to float rounding when workers use other thread counts).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import results
+from .config import Config, config_from_dict, config_to_dict
+from .data import load_data
+from .errors import FlatprivError
+from .pool import POOL_FILE, check_poolable, make_keep, train_models
+from .private import setup_privacy
+from .step import get_algorithm
+from .train import resolve_device
+
+
+def chunk_arrays(cfg_dict: dict[str, Any], keep_rows: np.ndarray, seeds: list[int], canaries: np.ndarray | None,
+                 canary_labels: np.ndarray | None, save_weights: bool) -> dict[str, np.ndarray]:
+    """Train one chunk of models from plain data (what a Ray task receives) and return its arrays."""
+    cfg = config_from_dict(cfg_dict)
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.data, device)
+    if canaries is not None:  # the audit's canaries: training examples given a wrong label in every model
+        data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
+    r = train_models(cfg, data, keep_rows, seeds, quiet=True)
+    arrays = {"train_logits": r["train_logits"].cpu().numpy().astype(np.float16),
+              "test_logits": r["test_logits"].cpu().numpy().astype(np.float16),
+              "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
+              **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r}}
+    if save_weights:
+        arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})
+    return arrays
+
+
+def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
+                backend: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.data, device)
+    keep = np.load(run_dir / "arrays" / "keep.npy")
+    canary_path = run_dir / "arrays" / "canaries.npy"
+    canaries = np.load(canary_path) if canary_path.exists() else None
+    canary_labels = np.load(run_dir / "arrays" / "canary_labels.npy") if canaries is not None else None
+    if canaries is not None:
+        data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
+    k_total, chunk = pool["models"], pool["chunk_size"]
+    (run_dir / "chunks").mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    starts = list(range(0, k_total, chunk))
+    todo = [(c, start) for c, start in enumerate(starts) if not (run_dir / "chunks" / f"chunk-{c:04d}.npz").exists()]
+
+    def args(start: int) -> tuple:
+        rows = slice(start, min(start + chunk, k_total))
+        return (config_to_dict(cfg), keep[rows], [cfg.seed + k for k in range(rows.start, rows.stop)], canaries,
+                canary_labels, bool(pool.get("save_weights")))
+
+    if backend == "ray":
+        _run_on_ray(run_dir, todo, args, ray_address, quiet)
+    else:
+        for done, (c, start) in enumerate(tqdm(todo, desc="pool", unit="chunk", disable=quiet or None)):
+            _save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
+            if pool.get("stop_after_chunks") and done + 1 >= pool["stop_after_chunks"] and done + 1 < len(todo):
+                return {"run_dir": str(run_dir), "interrupted_after_chunk": c + 1}
+    parts = [np.load(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
+    for key in ("train_logits", "test_logits"):
+        results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
+    results.save_array(run_dir, "train_labels", data.y_train.cpu().numpy())
+    results.save_array(run_dir, "test_labels", data.y_test.cpu().numpy())
+    for name, arr in data.meta.items():
+        results.save_array(run_dir, name, np.asarray(arr))
+    train_acc = np.concatenate([p["train_accuracy"] for p in parts])
+    test_acc = np.concatenate([p["test_accuracy"] for p in parts])
+    (run_dir / "models.jsonl").write_text("".join(
+        results.json.dumps({"model": k, "seed": cfg.seed + k, "train_accuracy": float(a), "test_accuracy": float(b),
+                            "kept": int(keep[k].sum())}) + "\n" for k, (a, b) in enumerate(zip(train_acc, test_acc))))
+    summary = {"kind": "pool", "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
+               "models": k_total, "keep_fraction": pool["keep_fraction"], "examples": int(keep.shape[1]),
+               "train_accuracy": float(train_acc.mean()), "test_accuracy": float(test_acc.mean()),
+               "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
+               **_privacy(cfg, parts),
+               "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3), "run_dir": str(run_dir)}
+    results.write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _privacy(cfg: Config, parts: list) -> dict[str, Any]:
+    if "epsilon" not in parts[0].files:
+        return {"epsilon": None, "delta": None, "accountant": None}
+    from .privacy.accounting import NEIGHBOURING, accountant_description
+
+    return {"epsilon": max(float(p["epsilon"]) for p in parts), "delta": cfg.privacy.delta,
+            "accountant": accountant_description(cfg.privacy.accountant), "neighbouring": NEIGHBOURING,
+            "epsilon_note": "every model has the same (σ, q, steps) ledger, so this ε holds for each model",
+            "noise_multiplier": float(parts[0]["noise_multiplier"]), "sample_rate": float(parts[0]["sample_rate"])}
+
+
+def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` training positions and a wrong label for each (uniform over the other classes): mislabelled canaries,
+    the examples a membership audit finds easiest to expose (Jagielski et al. 2020)."""
+    if not 0 <= n <= len(labels):
+        raise FlatprivError(f"--canaries {n}: must be between 0 and the {len(labels)} training examples")
+    rng = np.random.default_rng([seed, 0xCA7A])
+    pos = np.sort(rng.choice(len(labels), size=n, replace=False))
+    return pos, (labels[pos] + rng.integers(1, num_classes, size=n)) % num_classes
+
+
+def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: str | None, quiet: bool) -> None:
+    try:
+        import ray
+    except ImportError as e:
+        raise FlatprivError("--backend ray needs Ray: pip install 'flatpriv[ray]'") from e
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    remote = ray.remote(chunk_arrays)
+    pending = {remote.remote(*args(start)): c for c, start in todo}
+    with tqdm(total=len(pending), desc="pool (ray)", unit="chunk", disable=quiet or None) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            c = pending.pop(ready[0])
+            _save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", ray.get(ready[0]))
+            bar.update()
+
+
+def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int = 64, name: str = "custom",
+               out: str | Path = "runs", quiet: bool = False, save_weights: bool = False,
+               stop_after_chunks: int | None = None, canaries: int = 0, backend: str = "local",
+               ray_address: str | None = None) -> dict[str, Any]:
+    """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
+
+    ``canaries``: relabel that many training examples (saved as arrays/canaries.npy) for the privacy audit.
+    """
+    if n_models < 2:
+        raise FlatprivError(f"--models {n_models}: a pool needs at least 2 models")
+    if chunk_size < 1:
+        raise FlatprivError(f"--chunk-size {chunk_size}: must be at least 1")
+    check_poolable(cfg.algorithm)
+    data = load_data(cfg.data, resolve_device(cfg.train.device))
+    keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed)
+    if get_algorithm(cfg.algorithm).private:  # refuse a configuration that breaks DP before writing anything
+        setup_privacy(cfg, True, 1, False, int(keep[0].sum()), data.x_train.device)
+    run_dir = results.new_run_dir(out, "pool", name)
+    results.write_json(run_dir / "config.json", config_to_dict(cfg))
+    results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
+    pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": "exact", "chunk_size": chunk_size,
+            "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights}
+    results.write_json(run_dir / POOL_FILE, pool)
+    results.save_array(run_dir, "keep", keep)
+    if canaries:
+        pos, wrong = make_canaries(data.y_train.cpu().numpy(), canaries, data.num_classes, cfg.seed)
+        results.save_array(run_dir, "canaries", pos)
+        results.save_array(run_dir, "canary_labels", wrong)
+    return _run_chunks(run_dir, cfg, dict(pool, stop_after_chunks=stop_after_chunks), quiet, backend, ray_address)
+
+
+def resume_pool(run_dir: str | Path, quiet: bool = False, backend: str = "local",
+                ray_address: str | None = None) -> dict[str, Any]:
+    """Finish a pool whose process was killed: chunks already saved are kept, the rest are trained."""
+    run_dir = Path(run_dir)
+    if not (run_dir / POOL_FILE).is_file():
+        raise FlatprivError(f"--resume {run_dir}: not a pool run directory (no {POOL_FILE})")
+    if (run_dir / "summary.json").exists():
+        raise FlatprivError(f"--resume {run_dir}: this pool already finished (summary.json exists)")
+    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
+    return _run_chunks(run_dir, cfg, results.read_json(run_dir / POOL_FILE), quiet, backend, ray_address)
