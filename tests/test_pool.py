@@ -160,10 +160,10 @@ def test_cli_curvature_on_a_run_and_a_pool(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("algorithm", ["dpsgd", "dpsat"])
+@pytest.mark.parametrize("algorithm", ["dpsgd", "dpsam", "dpsat", "dpvasso_sat"])
 def test_dp_pool_equals_separate_runs(tmp_path, algorithm):
     over = ["train.epochs=2", f"algorithm={algorithm}", "privacy.noise_multiplier=1.0", "privacy.noise_seed=11",
-            "train.batch_size=64", "sharpness.rho=0.2"]
+            "train.batch_size=64", "sharpness.rho=0.2", "sharpness.theta=0.5"]
     cfg, _ = resolve(overrides=TINY + over + ["seed=5"])
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=1)

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a pool of K models of one architecture at once (vectorized over a model "
                        "axis), model k on its own random subset of the training set (exactly --keep of it) with seed "
                        "seed + k. Writes arrays/keep.npy [K, N], per-model train/test logits (float16), "
-                       "models.jsonl and summary.json; finished chunks survive a kill (--resume). dpsgd and dpsat "
+                       "models.jsonl and summary.json; finished chunks survive a kill (--resume). DP "
                        "pools give every model its own Poisson batches and noise (noise seed noise_seed + 2k) and "
                        "report the epsilon each model has.")
     _config_args(p)

@@ -6,7 +6,7 @@ between models: batches are padded to the largest one with weight-0 rows. Per-ex
 N(0, σ²C²I) is drawn from its own generator in the same order as a single run, and the sum is divided by q·m.
 Model k therefore equals ``flatpriv train`` on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the sampler
 uses the next seed, as in a single run). All models share σ, q and the number of steps, so their ledgers are
-equal and one ε holds for each model. DP-SGD and DP-SAT are supported.
+equal and one ε holds for each model. DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from .models import build_model
 from .privacy.accounting import Ledger, epsilon_from_ledger
 from .privacy.sampling import make_generator
 from .private import setup_privacy
-from .step import make_optimizer
+from .step import get_algorithm, make_optimizer
 
-SUPPORTED = ("dpsgd", "dpsat")
+SUPPORTED = ("dpsgd", "dpsam", "dpsat", "dpvasso_sat")
 _STABILITY = 1e-6  # as in clipping.py: min(1, C / (‖g_i‖ + 1e-6))
 
 
@@ -56,7 +56,7 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     device = data.x_train.device
     subsets = torch.as_tensor(np.stack([np.flatnonzero(row) for row in keep]), device=device)
     k_models, m = subsets.shape
-    run = setup_privacy(cfg, True, 1, False, m, device)
+    run = setup_privacy(cfg, True, get_algorithm(cfg.algorithm).releases, False, m, device)
     assert run is not None
     q, sigma, clip = run.sample_rate, run.noise_multiplier, cfg.privacy.clip_norm
     models = []
@@ -72,8 +72,15 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     noise = [make_generator(base_seed + o if base_seed >= 0 else -1, device) for o in offsets]
     samplers = [make_generator(base_seed + o + 1 if base_seed >= 0 else -1, device) for o in offsets]
     ledger = Ledger()
-    previous: dict[str, torch.Tensor] | None = None
-    rho = cfg.sharpness.rho
+    previous: dict[str, torch.Tensor] | None = None  # g̃_{t−1} (DP-SAT) per model
+    d: dict[str, torch.Tensor] | None = None  # EMA of the releases (DP-VaSSO-SAT), d_1 = g̃_0
+    rho, theta = cfg.sharpness.rho, cfg.sharpness.theta
+
+    def perturb(point: dict, direction: dict) -> dict:  # point + ρ · direction / ‖direction‖, per model
+        norm = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in direction.values()))
+        scale = rho / (norm + 1e-12)
+        return {n: v + scale.view(-1, *[1] * (v.dim() - 1)) * direction[n] for n, v in point.items()}
+
     for _ in tqdm(range(cfg.train.epochs), desc=f"DP pool chunk ({k_models} models)", unit="epoch",
                   disable=quiet or None, leave=False):
         for _ in range(run.steps_per_epoch):
@@ -84,17 +91,27 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
             for k, p in enumerate(picks):
                 pos[k, :len(p)], w[k, :len(p)] = p, 1.0
             idx = torch.gather(subsets, 1, pos)
-            point = {n: v.detach() for n, v in params.items()}
-            if cfg.algorithm == "dpsat" and previous is not None:  # ε = ρ g̃_{t−1} / ‖g̃_{t−1}‖ per model
-                norm = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in previous.values()))
-                scale = rho / (norm + 1e-12)
-                point = {n: v + scale.view(-1, *[1] * (v.dim() - 1)) * previous[n] for n, v in point.items()}
-            sums = clipped(point, data.x_train[idx], data.y_train[idx], w)
-            noisy = {n: torch.stack([torch.randn(v.shape[1:], generator=g, device=device, dtype=v.dtype)
-                                     for g in noise]) * (sigma * clip) for n, v in sums.items()}
-            g_tilde = {n: (sums[n] + noisy[n]) / (q * m) for n in sums}
-            ledger.record(sigma, q)
-            previous = g_tilde
+            xb, yb = data.x_train[idx], data.y_train[idx]
+
+            def release(point: dict, xb: torch.Tensor = xb, yb: torch.Tensor = yb, w: torch.Tensor = w) -> dict:
+                """One privatised gradient per model on this step's batches, recorded in the ledger."""
+                sums = clipped(point, xb, yb, w)
+                noisy = {n: torch.stack([torch.randn(v.shape[1:], generator=g, device=device, dtype=v.dtype)
+                                         for g in noise]) * (sigma * clip) for n, v in sums.items()}
+                ledger.record(sigma, q)
+                return {n: (sums[n] + noisy[n]) / (q * m) for n in sums}
+
+            here = {n: v.detach() for n, v in params.items()}
+            if cfg.algorithm == "dpsgd":
+                g_tilde = release(here)
+            elif cfg.algorithm == "dpsam":  # two releases: the ascent direction is itself privatised
+                g_tilde = release(perturb(here, release(here)))
+            else:  # DP-SAT / DP-VaSSO-SAT: the direction comes from earlier releases (post-processing)
+                if previous is not None and cfg.algorithm == "dpvasso_sat":
+                    d = previous if d is None else {n: torch.lerp(d[n], previous[n], theta) for n in d}
+                direction = d if cfg.algorithm == "dpvasso_sat" else previous
+                g_tilde = release(here if direction is None else perturb(here, direction))
+                previous = g_tilde
             for n, p in params.items():
                 p.grad = g_tilde[n]
             optimizer.step()

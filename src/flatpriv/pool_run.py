@@ -154,7 +154,8 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
     data = load_data(cfg.data, resolve_device(cfg.train.device))
     keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed)
     if get_algorithm(cfg.algorithm).private:  # refuse a configuration that breaks DP before writing anything
-        setup_privacy(cfg, True, 1, False, int(keep[0].sum()), data.x_train.device)
+        setup_privacy(cfg, True, get_algorithm(cfg.algorithm).releases, False, int(keep[0].sum()),
+                      data.x_train.device)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
