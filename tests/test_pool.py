@@ -223,3 +223,17 @@ def test_rare_subpopulations_get_higher_memorization_in_a_real_pool():
     assert rare.sum() == 40 and np.isfinite(mem).all()
     assert np.mean(mem[rare]) > np.mean(mem[~rare]) + 0.3
     assert mannwhitneyu(mem[rare], mem[~rare], alternative="greater").pvalue < 1e-6
+
+
+def test_curvature_every_k_epochs_is_averaged_by_flatpriv_curvature(tmp_path, capsys):
+    argv = [x for o in TINY + ["train.epochs=4", "train.curvature_every=2", "train.curvature_probes=2"]
+            for x in ("--set", o)]
+    assert main(["train", *argv, "--out", str(tmp_path), "--json"]) == 0
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    kept = sorted((run / "arrays").glob("curvature_epoch_*.npy"))
+    assert [f.name for f in kept] == ["curvature_epoch_0002.npy", "curvature_epoch_0004.npy"]
+    assert main(["curvature", str(run), "--probes", "2", "--out", str(tmp_path / "c"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["aggregated_over_epochs"] == [2, 4]
+    mean = np.mean([np.load(f) for f in kept], axis=0)
+    np.testing.assert_allclose(np.load(Path(s["run_dir"]) / "arrays" / "curvature.npy"), mean, rtol=1e-6)

@@ -105,6 +105,8 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda
     save_model: bool = True
     save_logits: bool = True
+    curvature_every: int = 0  # > 0: input-loss curvature of the training set every k epochs (arrays/)
+    curvature_probes: int = 10
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "privacy.clip_method": _in("auto", "ghost", "vmap"),
     "privacy.physical_batch_size": _range(0),
     "train.epochs": _range(1),
+    "train.curvature_every": _range(0),
+    "train.curvature_probes": _range(1),
     "train.batch_size": _range(1),
     "train.eval_batch_size": _range(1),
 }

@@ -1,9 +1,11 @@
 """``flatpriv curvature``: per-example input-loss curvature of a trained model or of a pool's models.
 
-For a single run the scores are those of its final model; for a pool (trained with ``--save-weights``) each
-model scores every training example and the scores are aggregated over the models that had the example IN
-(mean, and max as in the authors' code); the pool's Feldman–Zhang memorization is computed alongside and the
-Spearman rank correlation between the two is reported (science.md §3.3, Garg et al. 2024).
+For a single run the scores are those of its final model, or, when it was trained with
+``train.curvature_every = k``, the mean over the curvature kept every k epochs (the final model's is saved too).
+For a pool (trained with ``--save-weights``) each model scores every training example and the scores are
+aggregated over the models that had the example IN (mean, and max as in the authors' code); the pool's
+Feldman–Zhang memorization is computed alongside and the Spearman rank correlation between the two is
+reported (science.md §3.3, Garg et al. 2024).
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def run_curvature(run_dir: str | Path, out: str | Path = "runs", n_probes: int =
         summary["n_correlated"] = int(ok.sum())
     else:
         curv = per_model[0].numpy()
+        during = sorted((run_dir / "arrays").glob("curvature_epoch_*.npy"))
+        if during:  # the training run kept curvature every k epochs: average over training (science.md §3.3)
+            stacked = np.stack([np.load(f) for f in during])
+            results.save_array(out_dir, "curvature_final", curv)
+            curv = stacked.mean(0)
+            summary["aggregated_over_epochs"] = [int(f.stem.rsplit("_", 1)[1]) for f in during]
     results.save_array(out_dir, "curvature", curv)
     flipped = data.meta.get("flipped")
     if flipped is not None and len(flipped) and not is_pool:

@@ -24,6 +24,7 @@ from . import results
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
 from .errors import FlatprivError
+from .memorization.curvature import input_curvature
 from .models import build_model, count_parameters
 from .privacy.accounting import NEIGHBOURING, accountant_description
 from .privacy.sampling import poisson_indices
@@ -122,6 +123,11 @@ def _loop(s: Setup, run_dir: Path, start_epoch: int, state: Any, gen: torch.Gene
                   "wall_seconds": time.perf_counter() - t0}
         if s.private:
             results.write_json(run_dir / "privacy_ledger.json", s.private.privatizer.ledger.to_dict())
+        k = cfg.train.curvature_every
+        if k and (epoch + 1) % k == 0:  # averaged over training later: end-of-training curvature alone misleads
+            curv = input_curvature(s.model, data.x_train, data.y_train, n_probes=cfg.train.curvature_probes,
+                                   generator=torch.Generator().manual_seed(cfg.seed))
+            results.save_array(run_dir, f"curvature_epoch_{epoch + 1:04d}", curv.numpy())
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
         bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")
