@@ -13,22 +13,20 @@ Models are trained in chunks; each finished chunk is saved, so a killed pool res
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from .config import Config
 from .data import Dataset
 from .errors import FlatprivError
-from .models import build_model
 from .pool_dp import SUPPORTED as DP_SUPPORTED
-from .pool_dp import train_dp_models
+from .pool_dp import stacked_models, train_dp_models
 from .step import get_algorithm, make_optimizer
 
 POOL_FILE = "pool.json"
@@ -89,12 +87,7 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                  quiet: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
     alg = get_algorithm(cfg.algorithm)
     device = data.x_train.device
-    models = []
-    for s in seeds:
-        torch.manual_seed(s)
-        models.append(build_model(cfg.model, data.input_shape, data.num_classes).to(device))
-    params, _ = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
+    params, base = stacked_models(cfg, data, seeds)
     pipeline = alg.build(cfg, base, None)
     subsets = torch.as_tensor(np.stack([np.flatnonzero(row) for row in keep]), device=device)
     m, bs = subsets.shape[1], cfg.train.batch_size

@@ -33,6 +33,17 @@ SUPPORTED = ("dpsgd", "dpsam", "dpsat", "dpvasso_sat")
 _STABILITY = 1e-6  # as in clipping.py: min(1, C / (‖g_i‖ + 1e-6))
 
 
+def stacked_models(cfg: Config, data: Dataset, seeds: list[int]) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+    """Model k initialised under ``torch.manual_seed(seeds[k])`` (as a single run), stacked on a leading axis, and
+    a parameter-free copy on the meta device to evaluate any stacked tree with ``functional_call``."""
+    models = []
+    for s in seeds:
+        torch.manual_seed(s)
+        models.append(build_model(cfg.model, data.input_shape, data.num_classes).to(data.x_train.device))
+    params, _ = stack_module_state(models)
+    return params, copy.deepcopy(models[0]).to("meta")
+
+
 def _clipped_sums(base: torch.nn.Module, clip_norm: float):
     def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(base, p, (x.unsqueeze(0),)), y.unsqueeze(0))
@@ -59,12 +70,7 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     run = setup_privacy(cfg, True, get_algorithm(cfg.algorithm).releases, False, m, device)
     assert run is not None
     q, sigma, clip = run.sample_rate, run.noise_multiplier, cfg.privacy.clip_norm
-    models = []
-    for s in seeds:
-        torch.manual_seed(s)
-        models.append(build_model(cfg.model, data.input_shape, data.num_classes).to(device))
-    params, _ = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
+    params, base = stacked_models(cfg, data, seeds)
     clipped = _clipped_sums(base, clip)
     optimizer, scheduler = make_optimizer(cfg, list(params.values()), run.steps_per_epoch * cfg.train.epochs)
     base_seed = cfg.privacy.noise_seed
