@@ -82,16 +82,5 @@ def run_memorization(run_dir: str | Path, compare: str | Path | None = None, kin
         summary["compare"] = str(compare)
     plots.histogram(hists, out_dir / "plots" / "memorization_hist.png", "Feldman–Zhang memorization",
                     f"memorization over {pool['keep'].shape[0]} models", value_range=(-1, 1))
-    summary = _jsonable(summary)
     results.write_json(out_dir / "summary.json", summary)
     return summary
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

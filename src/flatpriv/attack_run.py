@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import results
-from .analysis import _jsonable, load_pool
+from .analysis import load_pool
 from .attacks.lira import LiRA, leave_one_out
 from .attacks.metrics import attack_metrics, plot_roc, roc
 from .attacks.scores import logit_scaled_confidence, per_class_leave_one_out, threshold_scores
@@ -87,7 +87,6 @@ def run_attack(run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int
                 results.save_array(out_dir, f"vulnerability_pool{i}", vuln)
             results.save_array(out_dir, f"scores_{attack}_pool{i}", scores.astype(np.float32))
     plot_roc(curves, out_dir / "plots" / "roc_loglog.png", title="membership inference (log-log ROC)")
-    summary = _jsonable({"kind": "attack", "pools": [str(d) for d in run_dirs], "table": table,
-                         "run_dir": str(out_dir)})
+    summary = {"kind": "attack", "pools": [str(d) for d in run_dirs], "table": table, "run_dir": str(out_dir)}
     results.write_json(out_dir / "summary.json", summary)
     return summary

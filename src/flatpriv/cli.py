@@ -7,13 +7,13 @@ one JSON object as the last line of stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import commands as c
 from .errors import FlatprivError
+from .results import dumps
 
 EXIT_USAGE = 2
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("flatpriv: interrupted; a training run can be continued with --resume RUN_DIR\n")
         return 130
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
     return 0
 
 

@@ -18,7 +18,7 @@ import torch
 from scipy.stats import spearmanr
 
 from . import plots, results
-from .analysis import _jsonable, load_pool
+from .analysis import load_pool
 from .config import config_from_dict
 from .data import load_data
 from .errors import FlatprivError
@@ -101,6 +101,5 @@ def run_curvature(run_dir: str | Path, out: str | Path = "runs", n_probes: int =
                    run_dir=str(out_dir))
     plots.histogram({variant: curv}, out_dir / "plots" / "curvature_hist.png", f"input-loss curvature ({variant})",
                     f"curvature over {len(curv)} training examples")
-    summary = _jsonable(summary)
     results.write_json(out_dir / "summary.json", summary)
     return summary

@@ -87,9 +87,9 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
         results.save_array(run_dir, name, np.asarray(arr))
     train_acc = np.concatenate([p["train_accuracy"] for p in parts])
     test_acc = np.concatenate([p["test_accuracy"] for p in parts])
-    (run_dir / "models.jsonl").write_text("".join(
-        results.json.dumps({"model": k, "seed": cfg.seed + k, "train_accuracy": float(a), "test_accuracy": float(b),
-                            "kept": int(keep[k].sum())}) + "\n" for k, (a, b) in enumerate(zip(train_acc, test_acc))))
+    results.write_jsonl(run_dir / "models.jsonl", [
+        {"model": k, "seed": cfg.seed + k, "train_accuracy": float(a), "test_accuracy": float(b),
+         "kept": int(keep[k].sum())} for k, (a, b) in enumerate(zip(train_acc, test_acc))])
     summary = {"kind": "pool", "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
                "models": k_total, "keep_fraction": pool["keep_fraction"], "examples": int(keep.shape[1]),
                "train_accuracy": float(train_acc.mean()), "test_accuracy": float(test_acc.mean()),

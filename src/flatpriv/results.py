@@ -50,8 +50,24 @@ def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
     os.replace(tmp, path)
 
 
+def _plain(obj: Any) -> Any:
+    """``json`` fallback for numpy scalars and arrays, so callers can write what the estimators return."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
+    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_plain) + "\n"))
+
+
+def dumps(obj: Any) -> str:
+    """One-line JSON (what ``--json`` prints), numpy values included."""
+    return json.dumps(obj, default=_plain)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    _atomic_write(path, lambda f: f.write("".join(json.dumps(r, default=_plain) + "\n" for r in records)))
 
 
 def read_json(path: Path) -> Any:

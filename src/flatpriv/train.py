@@ -229,7 +229,7 @@ def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | Non
     if s.private is not None:
         s.private.load_state_dict(ckpt["private"])
     metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= ckpt["epoch"]]
-    (run_dir / "metrics.jsonl").write_text("".join(results.json.dumps(m) + "\n" for m in metrics))
+    results.write_jsonl(run_dir / "metrics.jsonl", metrics)
     out_summary = _loop(s, run_dir, ckpt["epoch"], ckpt["pipeline_state"], gen, ckpt["elapsed"], quiet,
                         stop_after_epoch)
     out_summary.setdefault("run_dir", str(run_dir))
