@@ -21,7 +21,7 @@ endef
 
 $(VENV)/.flatpriv-installed: $(PY) pyproject.toml
 	$(ensure_torch)
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,ray]"
 	@touch $@
 
 install: $(VENV)/.flatpriv-installed

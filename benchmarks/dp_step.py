@@ -32,7 +32,7 @@ def flatpriv_step(algorithm: str, model: torch.nn.Module, n: int, batch: int, cl
     priv = PrivateRun(q, 1.0, round(1 / q), Privatizer(1.0, q, batch, make_generator(0), Ledger()),
                       make_generator(1), "pld", 1e-5, accounted=True)
     params = dict(model.named_parameters())
-    pipe = ALGORITHMS[algorithm].build(cfg, model, priv if ALGORITHMS[algorithm].private else None)
+    pipe = ALGORITHMS[algorithm].pipeline(cfg, model, priv if ALGORITHMS[algorithm].private else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     state = [pipe.init(params)]
 

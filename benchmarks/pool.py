@@ -3,7 +3,7 @@
 1. K MNIST-1D MLPs (same epochs and batch), each on its own half of the data: ``pool.train_models`` (one vmapped
    computation) against K runs of the single-model training core (``take_step``) one after another, in one process.
 2. Input-loss curvature of the whole training set (n = 10 probes) relative to one plain gradient pass over it.
-Prints one JSON object. Usage: python benchmarks/pool.py [--models 64] [--epochs 1]
+Prints one JSON object. Usage: python benchmarks/pool.py [--models 64] [--epochs 1] [--set model.width=32]
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from flatpriv.step import take_step
 from flatpriv.train import predict, prepare
 
 
-def sequential(cfg, keep: np.ndarray, seeds: list[int]) -> None:
+def sequential(overrides: list[str], keep: np.ndarray, seeds: list[int]) -> None:
     for row, seed in zip(keep, seeds):
-        c = resolve(overrides=[f"seed={seed}", f"train.epochs={cfg.train.epochs}", f"algorithm={cfg.algorithm}"])[0]
+        c = resolve(overrides=[*overrides, f"seed={seed}"])[0]
         s = prepare(c, torch.as_tensor(np.flatnonzero(row)))
         params = dict(s.model.named_parameters())
         state = s.pipeline.init(params)
@@ -46,8 +46,11 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--algorithm", default="sgd")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config overrides for both sides, e.g. model.width=32")
     a = ap.parse_args()
-    cfg, _ = resolve(overrides=[f"train.epochs={a.epochs}", f"algorithm={a.algorithm}"])
+    overrides = [f"train.epochs={a.epochs}", f"algorithm={a.algorithm}", *a.overrides]
+    cfg, _ = resolve(overrides=overrides)
     data = load_data(cfg.data)
     keep = make_keep(a.models, len(data.y_train), 0.5, 0)
     seeds = list(range(a.models))
@@ -56,7 +59,7 @@ def main() -> None:
     train_models(cfg, data, keep, seeds)
     t_vec = time.perf_counter() - t
     t = time.perf_counter()
-    sequential(cfg, keep, seeds)
+    sequential(overrides, keep, seeds)
     t_seq = time.perf_counter() - t
 
     s = prepare(cfg)
@@ -69,7 +72,8 @@ def main() -> None:
     t = time.perf_counter()
     input_curvature(model, x, y, n_probes=10, generator=torch.Generator().manual_seed(0))
     t_curv = time.perf_counter() - t
-    print(json.dumps({"models": a.models, "epochs": a.epochs, "algorithm": a.algorithm,
+    print(json.dumps({"models": a.models, "epochs": a.epochs, "algorithm": a.algorithm, "overrides": a.overrides,
+                      "model": f"{cfg.model.name} {cfg.model.depth}x{cfg.model.width}",
                       "threads": torch.get_num_threads(), "vectorized_seconds": round(t_vec, 2),
                       "sequential_seconds": round(t_seq, 2), "speedup": round(t_seq / t_vec, 3),
                       "gradient_pass_seconds": round(t_grad, 4), "curvature_seconds": round(t_curv, 4),

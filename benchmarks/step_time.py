@@ -52,7 +52,7 @@ def _time_interleaved(steps: dict, batches, device, warmup: int) -> dict[str, li
 def flatpriv_step(algorithm: str, model: torch.nn.Module):
     cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.05, "theta": 0.9}})
     params = dict(model.named_parameters())
-    pipe = ALGORITHMS[algorithm].build(cfg, model, None)
+    pipe = ALGORITHMS[algorithm].pipeline(cfg, model, None)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     state = [pipe.init(params)]
 

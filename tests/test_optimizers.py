@@ -33,7 +33,7 @@ def _cfg(algorithm: str, **sharp: float) -> Config:
 
 def _run_flatpriv(model: torch.nn.Module, cfg: Config, batches, lr=0.1, momentum=0.9, wd=5e-4):
     params = dict(model.named_parameters())
-    pipe = ALGORITHMS[cfg.algorithm].build(cfg, model, None)
+    pipe = ALGORITHMS[cfg.algorithm].pipeline(cfg, model, None)
     opt = torch.optim.SGD(params.values(), lr=lr, momentum=momentum, weight_decay=wd)
     state = pipe.init(params)
     for x, y in batches:
@@ -101,7 +101,7 @@ def test_sharpreg_lambda_zero_equals_sgd_and_matches_its_formula():
     model = _mlp()
     params = dict(model.named_parameters())
     x, y = batches[0]
-    pipe = ALGORITHMS["sharpreg"].build(_cfg("sharpreg", rho=0.1, sharpreg_lambda=0.7), model, None)
+    pipe = ALGORITHMS["sharpreg"].pipeline(_cfg("sharpreg", rho=0.1, sharpreg_lambda=0.7), model, None)
     g, _, _ = pipe.grad(params, pipe.init(params), x, y)
     oracle = mean_grad(model)
     g0, _ = oracle(params, x, y)
@@ -153,7 +153,7 @@ def test_weights_are_never_left_perturbed():
     model = _mlp()
     params = dict(model.named_parameters())
     before = {k: v.detach().clone() for k, v in params.items()}
-    pipe = ALGORITHMS["sam"].build(_cfg("sam", rho=0.5), model, None)
+    pipe = ALGORITHMS["sam"].pipeline(_cfg("sam", rho=0.5), model, None)
     x, y = _batches(1)[0]
     pipe.grad(params, pipe.init(params), x, y)  # gradient only, no descent
     _assert_trees_close({k: v.detach() for k, v in params.items()}, before, atol=0)

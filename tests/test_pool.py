@@ -28,6 +28,54 @@ def test_keep_masks_exact_fraction_and_seeded():
         make_keep(4, 10, 1.0, 0)
 
 
+def test_bernoulli_keep_masks_are_independent_coin_flips():
+    from scipy.stats import binomtest
+
+    keep = make_keep(400, 500, 0.3, seed=2, mode="bernoulli")
+    assert (keep == make_keep(400, 500, 0.3, seed=2, mode="bernoulli")).all()
+    assert len(set(keep.sum(1))) > 10  # subset sizes vary, unlike exact masks
+    assert binomtest(int(keep.sum()), keep.size, 0.3).pvalue > 1e-3
+    # independent over examples and models: P(both in) = 0.09 for a pair of examples
+    both = (keep[:, 0] & keep[:, 1]).sum() + (keep[:, 2] & keep[:, 3]).sum()
+    assert binomtest(int(both), 800, 0.09).pvalue > 1e-3
+    with pytest.raises(FlatprivError, match="some in and some out"):
+        make_keep(3, 4, 0.01, seed=0, mode="bernoulli")
+    with pytest.raises(FlatprivError, match="keep-mode"):
+        make_keep(3, 4, 0.5, seed=0, mode="poisson")
+
+
+BERNOULLI_CASES = {
+    "sgd": ["algorithm=sgd"],
+    "sgd-adam": ["algorithm=sgd", "optim.name=adam", "optim.lr=0.01"],
+    "vasso": ["algorithm=vasso", "sharpness.rho=0.2", "sharpness.theta=0.5"],
+    "noisy_sgd": ["algorithm=noisy_sgd", "privacy.noise_multiplier=2.0", "privacy.noise_seed=11"],
+    "dpsgd": ["algorithm=dpsgd", "privacy.target_epsilon=4", "privacy.noise_seed=11", "privacy.delta=1e-4"],
+    "dpsat": ["algorithm=dpsat", "privacy.noise_multiplier=1.0", "privacy.noise_seed=11", "sharpness.rho=0.2"],
+}
+
+
+@pytest.mark.parametrize("case", list(BERNOULLI_CASES))
+def test_bernoulli_pool_equals_separate_runs(tmp_path, case):
+    """Subset sizes differ, so step counts, short last batches, cosine schedules (and for DP q_k, σ_k, ε_k) differ
+    per model; each model still equals its own single run."""
+    over = TINY + BERNOULLI_CASES[case] + ["train.epochs=2", "train.batch_size=32"]
+    cfg, _ = resolve(overrides=over + ["seed=5"])
+    data = load_data(cfg.data)
+    keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")
+    sizes = keep.sum(1)
+    assert len({int(np.ceil(m / 32)) for m in sizes}) == 3 and len({round(m / 32) for m in sizes}) == 3
+    pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
+    for k in range(3):
+        single, _ = resolve(overrides=over + [f"seed={5 + k}", f"privacy.noise_seed={11 + 2 * k}"])
+        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
+        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
+        for name, w in weights.items():
+            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+        if s["epsilon"] is not None:
+            assert pooled["epsilon"][k] == s["epsilon"] and pooled["releases"][k] == s["releases"]
+            assert pooled["noise_multiplier"][k] == s["noise_multiplier"]
+
+
 @pytest.mark.parametrize("algorithm", ["sgd", "sam", "vasso"])
 def test_pool_equals_separate_runs(tmp_path, algorithm):
     cfg, _ = resolve(overrides=TINY + [f"algorithm={algorithm}", "seed=5", "train.epochs=2"])
@@ -74,7 +122,9 @@ def test_cli_pool_writes_the_promised_files(tmp_path, capsys):
     acc_in = np.mean([(logits[k].argmax(1) == labels)[keep[k]].mean() for k in range(4)])
     assert acc_in == pytest.approx(summary["train_accuracy"], abs=5e-3)  # float16 logits
     for bad, fragment in ((["--models", "1"], "at least 2"), (["--models", "4", "--keep", "1.5"], "--keep"),
-                          (["--models", "4", "--set", "algorithm=noisy_sgd"], "not available"),
+                          (["--models", "4", "--set", "algorithm=noisy_sgd", "--set", "privacy.target_epsilon=1"],
+                           "no clipping"),
+                          (["--models", "4", "--keep-mode", "bernoulli", "--keep", "0.001"], "some in and some out"),
                           (["--models", "4", "--set", "algorithm=dpsgd"], "needs noise")):
         code = main(["pool", *argv, *bad, "--out", str(tmp_path / "bad")])
         assert code == 2 and fragment in capsys.readouterr().err
@@ -174,7 +224,7 @@ def test_dp_pool_equals_separate_runs(tmp_path, algorithm):
         weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
         for name, w in weights.items():
             torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
-        assert pooled["epsilon"] == s["epsilon"] and pooled["releases"] == s["releases"]
+        assert pooled["epsilon"][k] == s["epsilon"] and pooled["releases"][k] == s["releases"]
 
 
 def test_canaries_are_mislabelled_in_every_model_and_audited_alone(tmp_path, capsys):

@@ -64,14 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pool", help="train K models on random halves of the training set (memorization, LiRA)",
                        description="Train a pool of K models of one architecture at once (vectorized over a model "
-                       "axis), model k on its own random subset of the training set (exactly --keep of it) with seed "
-                       "seed + k. Writes arrays/keep.npy [K, N], per-model train/test logits (float16), "
-                       "models.jsonl and summary.json; finished chunks survive a kill (--resume). DP "
-                       "pools give every model its own Poisson batches and noise (noise seed noise_seed + 2k) and "
-                       "report the epsilon each model has.")
+                       "axis), model k on its own random subset of the training set with seed seed + k: exactly "
+                       "--keep of it, or with --keep-mode bernoulli each example independently with probability "
+                       "--keep (subset sizes, step counts and schedules then differ per model, as in separate "
+                       "runs). Any algorithm, Noisy-SGD and the DP ones included. Writes arrays/keep.npy [K, N], "
+                       "per-model train/test logits (float16), models.jsonl and summary.json; finished chunks "
+                       "survive a kill (--resume). DP and Noisy-SGD pools give every model its own noise (noise "
+                       "seed noise_seed + 2k; DP: its own Poisson batches too) and DP pools report the epsilon each "
+                       "model has (models.jsonl has each model's own).")
     _config_args(p)
     p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
     p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
+    p.add_argument("--keep-mode", choices=["exact", "bernoulli"], default="exact",
+                   help="exact: every model keeps round(R*N) examples (default); bernoulli: each example joins "
+                   "each model with probability R (LiRA's masks)")
     p.add_argument("--chunk-size", type=int, default=64, metavar="C", help="models trained at once (64)")
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
     p.add_argument("--canaries", type=int, default=0, metavar="N",

@@ -13,11 +13,11 @@ Models are trained in chunks; each finished chunk is saved, so a killed pool res
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
@@ -27,15 +27,33 @@ from .data import Dataset
 from .errors import FlatprivError
 from .pool_dp import SUPPORTED as DP_SUPPORTED
 from .pool_dp import stacked_models, train_dp_models
+from .pool_steps import BatchStream, descend, lr_table
+from .privacy.sampling import make_generator
+from .private import setup_privacy
 from .step import get_algorithm, make_optimizer
 
 POOL_FILE = "pool.json"
+KEEP_MODES = ("exact", "bernoulli")
 
 
-def make_keep(n_models: int, n: int, fraction: float, seed: int) -> np.ndarray:
-    """keep[k, i] = 1[i ∈ S_k]: every model gets exactly round(fraction · N) examples, drawn independently."""
+def make_keep(n_models: int, n: int, fraction: float, seed: int, mode: str = "exact") -> np.ndarray:
+    """keep[k, i] = 1[i ∈ S_k], drawn independently per model.
+
+    ``exact``: every model gets exactly round(fraction · N) examples. ``bernoulli``: every example joins S_k
+    independently with probability ``fraction``, so |S_k| ~ Binomial(N, fraction) (LiRA's setting; the models
+    then take different numbers of steps, see :mod:`flatpriv.pool_steps`).
+    """
     if not 0 < fraction < 1:
         raise FlatprivError(f"--keep {fraction}: the kept fraction must be in (0, 1)")
+    if mode not in KEEP_MODES:
+        raise FlatprivError(f"--keep-mode {mode}: must be one of {', '.join(KEEP_MODES)}")
+    if mode == "bernoulli":
+        keep = np.random.default_rng([seed, 0xBE27]).random((n_models, n)) < fraction
+        sizes = keep.sum(1)
+        if sizes.min() < 1 or sizes.max() >= n:
+            raise FlatprivError(f"--keep-mode bernoulli gave a model {sizes.min() if sizes.min() < 1 else n} of "
+                                f"{n} examples: every model needs some in and some out (use --keep-mode exact)")
+        return keep
     m = round(fraction * n)
     if m < 1 or m >= n:
         raise FlatprivError(f"--keep {fraction} keeps {m} of {n} examples: every model needs some in and some out")
@@ -78,36 +96,67 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
 
 def check_poolable(algorithm: str) -> None:
     alg = get_algorithm(algorithm)
-    if alg.noisy or (alg.private and algorithm not in DP_SUPPORTED):
-        raise FlatprivError(f"pools of {algorithm} are not available yet: pools train sgd, sam, vasso, asam, "
-                            f"sharpreg and {', '.join(DP_SUPPORTED)}")
+    if alg.private and algorithm not in DP_SUPPORTED:
+        raise FlatprivError(f"pools of {algorithm} are not available yet: private pools train "
+                            f"{', '.join(DP_SUPPORTED)}")
+
+
+def _weighted_cross_entropy(logits: torch.Tensor, yw: torch.Tensor) -> torch.Tensor:
+    """Σ w_i ℓ_i / Σ w_i with labels yw[:, 0] and 0/1 weights yw[:, 1]: the mean over a padded batch's real rows."""
+    w = yw[:, 1].to(logits.dtype)
+    return (F.cross_entropy(logits, yw[:, 0], reduction="none") * w).sum() / w.sum().clamp(min=1.0)
+
+
+def _noise(cfg: Config, seeds: list[int], device: torch.device) -> list[torch.Generator]:
+    """Noisy-SGD: model k's noise generator, seeded noise_seed + 2k as in DP pools (OS entropy when unset)."""
+    base = cfg.privacy.noise_seed
+    return [make_generator(base + 2 * (s - cfg.seed) if base >= 0 else -1, device) for s in seeds]
 
 
 def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                  quiet: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+    """Non-private rows and Noisy-SGD. Model k's noise N(0, (σ/B)²I) is drawn outside the vmap from its own
+    generator, leaf by leaf in the order a single run draws it."""
     alg = get_algorithm(cfg.algorithm)
     device = data.x_train.device
     params, base = stacked_models(cfg, data, seeds)
-    pipeline = alg.build(cfg, base, None)
-    subsets = torch.as_tensor(np.stack([np.flatnonzero(row) for row in keep]), device=device)
-    m, bs = subsets.shape[1], cfg.train.batch_size
-    steps_per_epoch = math.ceil(m / bs)
-    optimizer, scheduler = make_optimizer(cfg, list(params.values()), steps_per_epoch * cfg.train.epochs)
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    state = pipeline.init(params)
-    for _ in tqdm(range(cfg.train.epochs), desc=f"pool chunk ({len(seeds)} models)", unit="epoch",
-                  disable=quiet or None, leave=False):
-        perms = torch.stack([torch.randperm(m, generator=g) for g in gens]).to(device)
-        order = torch.gather(subsets, 1, perms)  # model k's epoch: its own subset in its own order
-        for i in range(0, m, bs):
-            idx = order[:, i:i + bs]
+    noisy = alg.noisy
+    if noisy:  # refusals (e.g. a target ε for noisy_sgd) exactly as a single run
+        setup_privacy(cfg, False, 0, True, int(keep.sum(1).min()), device)
+        alg = get_algorithm("sgd")
+    pipelines = [alg.pipeline(cfg, base), alg.pipeline(cfg, base, loss_fn=_weighted_cross_entropy)]
+    bs = cfg.train.batch_size
+    stream = BatchStream([np.flatnonzero(row) for row in keep], bs, cfg.train.epochs,
+                         [torch.Generator().manual_seed(s) for s in seeds])
+    lrs = lr_table(cfg, stream.totals)
+    optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
+    gens = _noise(cfg, seeds, device) if noisy else []
+    std = cfg.privacy.noise_multiplier / bs
+    state = pipelines[0].init(params)
+    block = max(stream.steps_per_epoch)
+    total = lrs.shape[1]
+    for t0 in tqdm(range(0, total, block), desc=f"pool chunk ({len(seeds)} models)", unit="epoch",
+                   disable=quiet or None, leave=False):
+        steps = min(block, total - t0)
+        pos = stream.block(steps)
+        counts = (pos >= 0).sum(2)
+        pos = pos.to(device)
+        for j in range(steps):
+            c = counts[:, j]
             # state leaves that are not tensors yet (VaSSO's d before its first step) are not mapped over
             state_dims = tree_map(lambda v: 0 if isinstance(v, torch.Tensor) else None, state)
-            grad = vmap(pipeline.grad, in_dims=(0, state_dims, 0, 0))
-            g, state, _ = grad(params, state, data.x_train[idx], data.y_train[idx])
-            for name, p in params.items():
-                p.grad = g[name]
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+            if (c == c[0]).all():  # every model has a full (or the same short) batch: the plain mean
+                idx = pos[:, j, :int(c[0])]
+                x, y, pipe = data.x_train[idx], data.y_train[idx], pipelines[0]
+            else:  # batches of different sizes: padded rows get weight 0
+                real = pos[:, j] >= 0
+                idx = pos[:, j].clamp(min=0)
+                x, pipe = data.x_train[idx], pipelines[1]
+                y = torch.stack([data.y_train[idx], real.long()], dim=-1)
+            g, state, _ = vmap(pipe.grad, in_dims=(0, state_dims, 0, 0))(params, state, x, y)
+            if noisy:
+                draws = [{n: torch.randn(v.shape[1:], generator=gen, device=device, dtype=v.dtype)
+                          for n, v in g.items()} for gen in gens]
+                g = {n: v + std * torch.stack([d[n] for d in draws]) for n, v in g.items()}
+            descend(optimizer, params, g, lrs[:, t0 + j])
     return {k: v.detach() for k, v in params.items()}, base

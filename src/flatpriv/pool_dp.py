@@ -1,12 +1,14 @@
 """DP pools: K private models at once, each with its own Poisson batches, noise, generators and ledger.
 
-Model k samples its batch from its own subset S_k (|S_k| = m) with rate q = batch_size / m, so batch sizes differ
+Model k samples its batch from its own subset S_k with rate q_k = batch_size / |S_k|, so batch sizes differ
 between models: batches are padded to the largest one with weight-0 rows. Per-example gradients come from
 ``vmap(grad)`` (vmapped again over the model axis), are clipped to C and summed with the weights; model k's noise
-N(0, σ²C²I) is drawn from its own generator in the same order as a single run, and the sum is divided by q·m.
-Model k therefore equals ``flatpriv train`` on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the sampler
-uses the next seed, as in a single run). All models share σ, q and the number of steps, so their ledgers are
-equal and one ε holds for each model. DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
+N(0, σ_k²C²I) is drawn from its own generator in the same order as a single run, and the sum is divided by
+q_k·|S_k|. Model k therefore equals ``flatpriv train`` on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the
+sampler uses the next seed, as in a single run). With exact keep masks all models share σ, q and the number of
+steps, so their ledgers and ε are equal; with Bernoulli masks each model has the (q_k, σ_k, T_k) and the ε_k of
+its own single run (σ_k calibrated per subset size when a target ε is given). DP-SGD, DP-SAM (two releases per
+step), DP-SAT and DP-VaSSO-SAT.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from .config import Config
 from .data import Dataset
 from .errors import FlatprivError
 from .models import build_model
+from .pool_steps import descend, lr_table
 from .privacy.accounting import Ledger, epsilon_from_ledger
 from .privacy.sampling import make_generator
-from .private import setup_privacy
+from .private import PrivateRun, setup_privacy
 from .step import get_algorithm, make_optimizer
 
 SUPPORTED = ("dpsgd", "dpsam", "dpsat", "dpvasso_sat")
@@ -59,25 +62,40 @@ def _clipped_sums(base: torch.nn.Module, clip_norm: float):
     return vmap(one_model)
 
 
+def _setups(cfg: Config, sizes: list[int], device: torch.device) -> dict[int, PrivateRun]:
+    """The single run's privacy set-up (q, σ, steps per epoch) for each distinct subset size; σ is calibrated
+    once per size when a target ε is given."""
+    releases = get_algorithm(cfg.algorithm).releases
+    return {m: setup_privacy(cfg, True, releases, False, m, device) for m in sorted(set(sizes))}  # type: ignore
+
+
 def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                     quiet: bool = True) -> dict[str, Any]:
     if cfg.algorithm not in SUPPORTED:
         raise FlatprivError(f"pools of {cfg.algorithm} are not available yet: private pools train "
                             f"{' and '.join(SUPPORTED)}")
     device = data.x_train.device
-    subsets = torch.as_tensor(np.stack([np.flatnonzero(row) for row in keep]), device=device)
-    k_models, m = subsets.shape
-    run = setup_privacy(cfg, True, get_algorithm(cfg.algorithm).releases, False, m, device)
-    assert run is not None
-    q, sigma, clip = run.sample_rate, run.noise_multiplier, cfg.privacy.clip_norm
+    sizes = [int(row.sum()) for row in keep]
+    k_models, width = len(sizes), max(sizes)
+    subsets = torch.zeros(k_models, width, dtype=torch.long, device=device)
+    for k, row in enumerate(keep):
+        subsets[k, :sizes[k]] = torch.as_tensor(np.flatnonzero(row), device=device)
+    runs = _setups(cfg, sizes, device)
+    q = [runs[m].sample_rate for m in sizes]
+    sigma = [runs[m].noise_multiplier for m in sizes]
+    totals = [runs[m].steps_per_epoch * cfg.train.epochs for m in sizes]
+    clip = cfg.privacy.clip_norm
+    noise_scale = torch.tensor([s * clip for s in sigma], device=device)
+    divisor = torch.tensor([qk * m for qk, m in zip(q, sizes)], device=device)  # expected batch size q_k·|S_k|
     params, base = stacked_models(cfg, data, seeds)
     clipped = _clipped_sums(base, clip)
-    optimizer, scheduler = make_optimizer(cfg, list(params.values()), run.steps_per_epoch * cfg.train.epochs)
+    lrs = lr_table(cfg, totals)
+    optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
     base_seed = cfg.privacy.noise_seed
     offsets = [2 * (s - cfg.seed) for s in seeds]  # model k (seed cfg.seed + k): noise seed noise_seed + 2k
     noise = [make_generator(base_seed + o if base_seed >= 0 else -1, device) for o in offsets]
     samplers = [make_generator(base_seed + o + 1 if base_seed >= 0 else -1, device) for o in offsets]
-    ledger = Ledger()
+    ledgers = [Ledger() for _ in sizes]
     previous: dict[str, torch.Tensor] | None = None  # g̃_{t−1} (DP-SAT) per model
     d: dict[str, torch.Tensor] | None = None  # EMA of the releases (DP-VaSSO-SAT), d_1 = g̃_0
     rho, theta = cfg.sharpness.rho, cfg.sharpness.theta
@@ -87,46 +105,52 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
         scale = rho / (norm + 1e-12)
         return {n: v + scale.view(-1, *[1] * (v.dim() - 1)) * direction[n] for n, v in point.items()}
 
-    for _ in tqdm(range(cfg.train.epochs), desc=f"DP pool chunk ({k_models} models)", unit="epoch",
+    def per_model(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *[1] * (like.dim() - 1))
+
+    for t in tqdm(range(lrs.shape[1]), desc=f"DP pool chunk ({k_models} models)", unit="step",
                   disable=quiet or None, leave=False):
-        for _ in range(run.steps_per_epoch):
-            picks = [(torch.rand(m, generator=g, device=device) < q).nonzero().squeeze(1) for g in samplers]
-            width = max(1, max(len(p) for p in picks))
-            pos = torch.zeros(k_models, width, dtype=torch.long, device=device)
-            w = torch.zeros(k_models, width, device=device)
-            for k, p in enumerate(picks):
-                pos[k, :len(p)], w[k, :len(p)] = p, 1.0
-            idx = torch.gather(subsets, 1, pos)
-            xb, yb = data.x_train[idx], data.y_train[idx]
+        active = [t < total for total in totals]  # a finished model samples, draws and releases nothing more
+        picks = [(torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1) if on
+                 else torch.empty(0, dtype=torch.long, device=device)
+                 for m, qk, g, on in zip(sizes, q, samplers, active)]
+        pos = torch.zeros(k_models, max(1, max(len(p) for p in picks)), dtype=torch.long, device=device)
+        w = torch.zeros(pos.shape, device=device)
+        for k, p in enumerate(picks):
+            pos[k, :len(p)], w[k, :len(p)] = p, 1.0
+        idx = torch.gather(subsets, 1, pos)
+        xb, yb = data.x_train[idx], data.y_train[idx]
 
-            def release(point: dict, xb: torch.Tensor = xb, yb: torch.Tensor = yb, w: torch.Tensor = w) -> dict:
-                """One privatised gradient per model on this step's batches, recorded in the ledger."""
-                sums = clipped(point, xb, yb, w)
-                noisy = {n: torch.stack([torch.randn(v.shape[1:], generator=g, device=device, dtype=v.dtype)
-                                         for g in noise]) * (sigma * clip) for n, v in sums.items()}
-                ledger.record(sigma, q)
-                return {n: (sums[n] + noisy[n]) / (q * m) for n in sums}
+        def release(point: dict, xb: torch.Tensor = xb, yb: torch.Tensor = yb, w: torch.Tensor = w,
+                    active: list[bool] = active) -> dict:
+            """One privatised gradient per model on this step's batches, recorded in each model's ledger."""
+            sums = clipped(point, xb, yb, w)
+            noisy = {n: torch.stack([torch.randn(v.shape[1:], generator=g, device=device, dtype=v.dtype) if on
+                                     else torch.zeros(v.shape[1:], device=device, dtype=v.dtype)
+                                     for g, on in zip(noise, active)]) for n, v in sums.items()}
+            for k in range(k_models):
+                if active[k]:
+                    ledgers[k].record(sigma[k], q[k])
+            return {n: (sums[n] + per_model(noise_scale, v) * noisy[n]) / per_model(divisor, v)
+                    for n, v in sums.items()}
 
-            here = {n: v.detach() for n, v in params.items()}
-            if cfg.algorithm == "dpsgd":
-                g_tilde = release(here)
-            elif cfg.algorithm == "dpsam":  # two releases: the ascent direction is itself privatised
-                g_tilde = release(perturb(here, release(here)))
-            else:  # DP-SAT / DP-VaSSO-SAT: the direction comes from earlier releases (post-processing)
-                if previous is not None and cfg.algorithm == "dpvasso_sat":
-                    d = previous if d is None else {n: torch.lerp(d[n], previous[n], theta) for n in d}
-                direction = d if cfg.algorithm == "dpvasso_sat" else previous
-                g_tilde = release(here if direction is None else perturb(here, direction))
-                previous = g_tilde
-            for n, p in params.items():
-                p.grad = g_tilde[n]
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+        here = {n: v.detach() for n, v in params.items()}
+        if cfg.algorithm == "dpsgd":
+            g_tilde = release(here)
+        elif cfg.algorithm == "dpsam":  # two releases: the ascent direction is itself privatised
+            g_tilde = release(perturb(here, release(here)))
+        else:  # DP-SAT / DP-VaSSO-SAT: the direction comes from earlier releases (post-processing)
+            if previous is not None and cfg.algorithm == "dpvasso_sat":
+                d = previous if d is None else {n: torch.lerp(d[n], previous[n], theta) for n in d}
+            direction = d if cfg.algorithm == "dpvasso_sat" else previous
+            g_tilde = release(here if direction is None else perturb(here, direction))
+            previous = g_tilde
+        descend(optimizer, params, g_tilde, lrs[:, t])
+    epsilons: dict[tuple, float] = {}  # equal ledgers (all of them, with exact keep masks) are accounted once
+    for ledger in ledgers:
+        if tuple(ledger.entries) not in epsilons:
+            epsilons[tuple(ledger.entries)] = epsilon_from_ledger(ledger, cfg.privacy.delta, cfg.privacy.accountant)
     return {"params": {k: v.detach() for k, v in params.items()}, "base": base,
-            "epsilon": epsilon_from_ledger(ledger, cfg.privacy.delta, cfg.privacy.accountant),
-            "noise_multiplier": sigma, "sample_rate": q, "releases": ledger.releases,
-            "steps": run.steps_per_epoch * cfg.train.epochs}
-
-
-
+            "epsilon": np.array([epsilons[tuple(g.entries)] for g in ledgers]),
+            "noise_multiplier": np.array(sigma), "sample_rate": np.array(q),
+            "releases": np.array([g.releases for g in ledgers]), "steps": np.array(totals)}

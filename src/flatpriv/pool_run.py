@@ -87,28 +87,36 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
         results.save_array(run_dir, name, np.asarray(arr))
     train_acc = np.concatenate([p["train_accuracy"] for p in parts])
     test_acc = np.concatenate([p["test_accuracy"] for p in parts])
+    private = {key: np.concatenate([np.atleast_1d(p[key]) for p in parts])
+               for key in ("epsilon", "noise_multiplier", "sample_rate") if key in parts[0].files}
     results.write_jsonl(run_dir / "models.jsonl", [
         {"model": k, "seed": cfg.seed + k, "train_accuracy": float(a), "test_accuracy": float(b),
-         "kept": int(keep[k].sum())} for k, (a, b) in enumerate(zip(train_acc, test_acc))])
+         "kept": int(keep[k].sum()), **{key: float(v[k]) for key, v in private.items()}}
+        for k, (a, b) in enumerate(zip(train_acc, test_acc))])
     summary = {"kind": "pool", "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
-               "models": k_total, "keep_fraction": pool["keep_fraction"], "examples": int(keep.shape[1]),
+               "models": k_total, "keep_fraction": pool["keep_fraction"], "keep_mode": pool.get("keep_mode", "exact"),
+               "examples": int(keep.shape[1]),
                "train_accuracy": float(train_acc.mean()), "test_accuracy": float(test_acc.mean()),
                "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
-               **_privacy(cfg, parts),
+               **_privacy(cfg, private),
                "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3), "run_dir": str(run_dir)}
     results.write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def _privacy(cfg: Config, parts: list) -> dict[str, Any]:
-    if "epsilon" not in parts[0].files:
+def _privacy(cfg: Config, private: dict[str, np.ndarray]) -> dict[str, Any]:
+    if not private:
         return {"epsilon": None, "delta": None, "accountant": None}
     from .privacy.accounting import NEIGHBOURING, accountant_description
 
-    return {"epsilon": max(float(p["epsilon"]) for p in parts), "delta": cfg.privacy.delta,
+    eps, sigma, q = private["epsilon"], private["noise_multiplier"], private["sample_rate"]
+    same = bool((eps == eps[0]).all() and (sigma == sigma[0]).all() and (q == q[0]).all())
+    return {"epsilon": float(eps.max()), "delta": cfg.privacy.delta,
             "accountant": accountant_description(cfg.privacy.accountant), "neighbouring": NEIGHBOURING,
-            "epsilon_note": "every model has the same (σ, q, steps) ledger, so this ε holds for each model",
-            "noise_multiplier": float(parts[0]["noise_multiplier"]), "sample_rate": float(parts[0]["sample_rate"])}
+            "epsilon_note": "every model has the same (σ, q, steps) ledger, so this ε holds for each model" if same
+            else "the largest ε over the models (Bernoulli masks: each model has its own subset size, q_k, σ_k "
+                 "and ε_k, listed in models.jsonl); it holds for each model",
+            "noise_multiplier": float(sigma[0]) if same else None, "sample_rate": float(q[0]) if same else None}
 
 
 def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +149,7 @@ def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: 
 def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int = 64, name: str = "custom",
                out: str | Path = "runs", quiet: bool = False, save_weights: bool = False,
                stop_after_chunks: int | None = None, canaries: int = 0, backend: str = "local",
-               ray_address: str | None = None) -> dict[str, Any]:
+               ray_address: str | None = None, keep_mode: str = "exact") -> dict[str, Any]:
     """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
 
     ``canaries``: relabel that many training examples (saved as arrays/canaries.npy) for the privacy audit.
@@ -152,14 +160,15 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
         raise FlatprivError(f"--chunk-size {chunk_size}: must be at least 1")
     check_poolable(cfg.algorithm)
     data = load_data(cfg.data, resolve_device(cfg.train.device))
-    keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed)
-    if get_algorithm(cfg.algorithm).private:  # refuse a configuration that breaks DP before writing anything
-        setup_privacy(cfg, True, get_algorithm(cfg.algorithm).releases, False, int(keep[0].sum()),
-                      data.x_train.device)
+    keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed, keep_mode)
+    alg = get_algorithm(cfg.algorithm)
+    if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
+        for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
+            setup_privacy(cfg, alg.private, alg.releases, alg.noisy, size, data.x_train.device)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
-    pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": "exact", "chunk_size": chunk_size,
+    pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": keep_mode, "chunk_size": chunk_size,
             "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights}
     results.write_json(run_dir / POOL_FILE, pool)
     results.save_array(run_dir, "keep", keep)

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from . import sharpness
 from . import tree as T
 from .clipping import clipped_grad
 from .config import Config
 from .errors import FlatprivError
-from .gradients import Oracle, mean_grad
+from .gradients import LossFn, Oracle, mean_grad
 from .private import dp_gradient, noisy_gradient
 from .tree import Tree
 
@@ -29,6 +30,9 @@ GradFn = Callable[[Tree, State, torch.Tensor, torch.Tensor], tuple[Tree, State, 
 class Pipeline(NamedTuple):
     init: Callable[[Tree], State]
     grad: GradFn
+
+
+Builder = Callable[[Config, torch.nn.Module, Any, LossFn], Pipeline]
 
 
 def plain(oracle: Oracle) -> Pipeline:
@@ -89,14 +93,20 @@ class Algorithm:
 
     name: str
     rule: str  # the update rule in one line, shown by `flatpriv algorithms` and in docs
-    build: Callable[[Config, torch.nn.Module, Any], Pipeline]
+    build: Builder  # (cfg, model, private run or None, loss function) -> Pipeline; see :meth:`pipeline`
     private: bool = False
     releases: int = 0
     noisy: bool = False
 
+    def pipeline(self, cfg: Config, model: torch.nn.Module, priv: Any = None,
+                 loss_fn: LossFn = F.cross_entropy) -> Pipeline:
+        """This row's gradient pipeline; ``loss_fn(logits, y)`` is the minibatch loss L_B (non-private rows)."""
+        return self.build(cfg, model, priv, loss_fn)
 
-def _dp(asc: Callable[[Config], sharpness.Ascent | None]) -> Callable[[Config, torch.nn.Module, Any], Pipeline]:
-    def build(c: Config, model: torch.nn.Module, priv: Any) -> Pipeline:
+
+def _dp(asc: Callable[[Config], sharpness.Ascent | None]) -> Builder:
+    def build(c: Config, model: torch.nn.Module, priv: Any, loss_fn: LossFn) -> Pipeline:
+        del loss_fn  # the clipped oracle's per-example loss is cross-entropy
         oracle = clipped_grad(model, c.privacy.clip_norm, c.privacy.clip_method)
         return Pipeline(*dp_gradient(oracle, priv.privatizer, asc(c), c.privacy.physical_batch_size))
     return build
@@ -109,17 +119,17 @@ def _previous(direction: sharpness.Ascent) -> sharpness.Ascent:
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
-        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", lambda c, m, p: plain(mean_grad(m))),
+        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", lambda c, m, p, L: plain(mean_grad(m, L))),
         Algorithm("sam", "ε = ρ g/‖g‖; w ← opt(w, ∇L_B(w+ε))",
-                  lambda c, m, p: ascent(mean_grad(m), sharpness.sam(c.sharpness.rho))),
+                  lambda c, m, p, L: ascent(mean_grad(m, L), sharpness.sam(c.sharpness.rho))),
         Algorithm("vasso", "d = (1−θ)d + θg; ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
-                  lambda c, m, p: ascent(mean_grad(m), sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
+                  lambda c, m, p, L: ascent(mean_grad(m, L), sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
         Algorithm("asam", "ε = ρ T²g/‖Tg‖, T = |w|+η; w ← opt(w, ∇L_B(w+ε))",
-                  lambda c, m, p: ascent(mean_grad(m), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta))),
+                  lambda c, m, p, L: ascent(mean_grad(m, L), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta))),
         Algorithm("sharpreg", "ε = ρ g/‖g‖; w ← opt(w, (1+λ)∇L_B(w) − λ∇L_B(w+ε))",
-                  lambda c, m, p: sharpreg(mean_grad(m), c.sharpness.rho, c.sharpness.sharpreg_lambda)),
+                  lambda c, m, p, L: sharpreg(mean_grad(m, L), c.sharpness.rho, c.sharpness.sharpreg_lambda)),
         Algorithm("noisy_sgd", "g = ∇L_B(w) + N(0, (σ/B)²I), no clipping: NOT private, no ε",
-                  lambda c, m, p: Pipeline(*noisy_gradient(mean_grad(m), c.privacy.noise_multiplier,
+                  lambda c, m, p, L: Pipeline(*noisy_gradient(mean_grad(m, L), c.privacy.noise_multiplier,
                                                            c.train.batch_size, p.generator)), noisy=True),
         Algorithm("dpsgd", "g̃ = (Σ clip_C ∇ℓ_i(w) + N(0,σ²C²I))/(qN); 1 release/step",
                   _dp(lambda c: None), private=True, releases=1),

@@ -70,7 +70,7 @@ def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     steps_per_epoch = private.steps_per_epoch if private else math.ceil(n / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, list(model.parameters()), steps_per_epoch * cfg.train.epochs)
-    pipeline = algorithm.build(cfg, model, private)
+    pipeline = algorithm.pipeline(cfg, model, private)
     return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch, private)
 
 
