@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-mode", choices=["exact", "bernoulli"], default="exact",
                    help="exact: every model keeps round(R*N) examples (default); bernoulli: each example joins "
                    "each model with probability R (LiRA's masks)")
-    p.add_argument("--chunk-size", type=int, default=64, metavar="C", help="models trained at once (64)")
+    p.add_argument("--chunk-size", type=int, metavar="C",
+                   help="models trained at once (default: as many as fit the memory budget, at most 64)")
+    p.add_argument("--memory-budget", type=float, metavar="GIB",
+                   help="memory for one chunk, in GiB (default: half the device's free memory); chunks are sized "
+                   "from an estimate of each model's weights, optimizer state, activations and logits")
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
     p.add_argument("--canaries", type=int, default=0, metavar="N",
                    help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone")

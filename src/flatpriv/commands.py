@@ -46,7 +46,8 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
         cfg, name = resolve(a.preset, a.config, overrides)
         summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
                              save_weights=a.save_weights, canaries=a.canaries, backend=a.backend,
-                             ray_address=a.ray_address, keep_mode=a.keep_mode)
+                             ray_address=a.ray_address, keep_mode=a.keep_mode,
+                             memory_budget=a.memory_budget)
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if "models" in summary:

@@ -21,6 +21,8 @@ from .config import Config, config_from_dict, config_to_dict
 from .data import load_data
 from .errors import FlatprivError
 from .pool import POOL_FILE, check_poolable, make_keep, train_models
+from .pool_memory import bytes_per_model
+from .pool_memory import chunk_size as choose_chunk
 from .private import setup_privacy
 from .step import get_algorithm
 from .train import resolve_device
@@ -146,18 +148,20 @@ def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: 
             bar.update()
 
 
-def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int = 64, name: str = "custom",
+def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int | None = None,
+               name: str = "custom",
                out: str | Path = "runs", quiet: bool = False, save_weights: bool = False,
                stop_after_chunks: int | None = None, canaries: int = 0, backend: str = "local",
-               ray_address: str | None = None, keep_mode: str = "exact") -> dict[str, Any]:
+               ray_address: str | None = None, keep_mode: str = "exact",
+               memory_budget: float | None = None) -> dict[str, Any]:
     """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
 
+    ``chunk_size`` models are trained at once; by default as many as fit ``memory_budget`` GiB (default: half the
+    device's free memory) by :mod:`flatpriv.pool_memory`'s estimate, at most 64.
     ``canaries``: relabel that many training examples (saved as arrays/canaries.npy) for the privacy audit.
     """
     if n_models < 2:
         raise FlatprivError(f"--models {n_models}: a pool needs at least 2 models")
-    if chunk_size < 1:
-        raise FlatprivError(f"--chunk-size {chunk_size}: must be at least 1")
     check_poolable(cfg.algorithm)
     data = load_data(cfg.data, resolve_device(cfg.train.device))
     keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed, keep_mode)
@@ -165,11 +169,15 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
     if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
             setup_privacy(cfg, alg.private, alg.releases, alg.noisy, size, data.x_train.device)
+    per_model = bytes_per_model(cfg, data.input_shape, data.num_classes, len(data.y_train), len(data.y_test),
+                                int(keep.sum(1).max()))
+    chunk_size = choose_chunk(chunk_size, memory_budget, per_model, data.x_train.device, n_models)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
     pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": keep_mode, "chunk_size": chunk_size,
-            "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights}
+            "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights,
+            "memory_estimate_per_model_mib": round(per_model / 2**20, 2), "memory_budget_gib": memory_budget}
     results.write_json(run_dir / POOL_FILE, pool)
     results.save_array(run_dir, "keep", keep)
     if canaries:

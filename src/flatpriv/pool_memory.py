@@ -1,0 +1,89 @@
+"""How many models of a pool to train at once: chunks sized to a memory budget.
+
+Per model, with P parameters, A activation elements per example (counted on the meta device, no compute),
+batch B, N + M train and test examples and C classes, the estimate in float32 elements is
+
+    10·P                   weights, gradient, optimizer state (2 for Adam), pipeline state, ε and w + ε, the
+                           displacement copy of ``pool_steps.descend``
+    + 3·B'·A               activations kept for backward and their gradients (SAM: one pass at a time)
+    + 3·B'·P  (DP pools)   per-example gradients of ``vmap(grad)``, their squares for the norms, backward temporaries
+    + (N + M)·C            the final logits
+    + 1 Mi                 per-model bookkeeping (measured: module objects, allocator slack)
+
+where B' is B for plain pools and q·|S| + 4√(q·|S|) (a generous Poisson batch) for DP pools. It is an
+estimate, not a measurement: allocator slack and temporary buffers come on top, which is why the default
+budget is half of what the device has free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from .config import Config
+from .errors import FlatprivError
+from .models import build_model
+from .step import get_algorithm
+
+GIB = 2**30
+
+
+def bytes_per_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_train: int,
+                    n_test: int, kept: int) -> int:
+    """The estimate above, in bytes, for one model of a pool whose models keep ``kept`` examples."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model, input_shape, num_classes).to("meta")
+    params = sum(p.numel() for p in model.parameters())
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(torch.empty((1, *input_shape), device="meta"))
+    for h in hooks:
+        h.remove()
+    acts = sum(outputs)
+    alg = get_algorithm(cfg.algorithm)
+    batch = float(cfg.train.batch_size)
+    elements = 10 * params + (n_train + n_test) * num_classes + 2**20
+    if alg.private:
+        q = cfg.privacy.sample_rate if cfg.privacy.sample_rate > 0 else batch / kept
+        mean = q * kept
+        batch = mean + 4 * math.sqrt(mean)
+        elements += 3 * batch * params
+    elements += 3 * batch * acts
+    return int(4 * elements)
+
+
+def free_bytes(device: torch.device) -> int:
+    """What the device has free now: CUDA's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest 8 GiB
+        return 8 * GIB
+
+
+def chunk_size(requested: int | None, budget_gib: float | None, per_model: int, device: torch.device,
+               n_models: int) -> int:
+    """Models per chunk: ``requested`` if it fits the budget (refused otherwise), else as many as fit, at most
+    64 (larger chunks save no time on a CPU). The default budget is half the device's free memory."""
+    if budget_gib is not None and budget_gib <= 0:
+        raise FlatprivError(f"--memory-budget {budget_gib}: must be a positive number of GiB")
+    budget = budget_gib * GIB if budget_gib is not None else free_bytes(device) / 2
+    fits = int(budget // per_model)
+    if fits < 1:
+        raise FlatprivError(f"one model needs about {per_model / GIB:.2f} GiB, over the memory budget of "
+                            f"{budget / GIB:.2f} GiB: raise --memory-budget or use a smaller model or batch")
+    if requested is not None:
+        if requested < 1:
+            raise FlatprivError(f"--chunk-size {requested}: must be at least 1")
+        if min(requested, n_models) > fits:
+            raise FlatprivError(f"--chunk-size {requested} needs about {requested * per_model / GIB:.2f} GiB, over "
+                                f"the memory budget of {budget / GIB:.2f} GiB: use --chunk-size {fits} or less, or "
+                                "raise --memory-budget")
+        return requested
+    return max(1, min(fits, 64, n_models))
+
