@@ -26,9 +26,8 @@ from .config import Config
 from .data import Dataset
 from .errors import FlatprivError
 from .pool_dp import SUPPORTED as DP_SUPPORTED
-from .pool_dp import stacked_models, train_dp_models
+from .pool_dp import model_generators, stacked_models, train_dp_models
 from .pool_steps import BatchStream, descend, lr_table
-from .privacy.sampling import make_generator
 from .private import setup_privacy
 from .step import get_algorithm, make_optimizer
 
@@ -107,16 +106,10 @@ def _weighted_cross_entropy(logits: torch.Tensor, yw: torch.Tensor) -> torch.Ten
     return (F.cross_entropy(logits, yw[:, 0], reduction="none") * w).sum() / w.sum().clamp(min=1.0)
 
 
-def _noise(cfg: Config, seeds: list[int], device: torch.device) -> list[torch.Generator]:
-    """Noisy-SGD: model k's noise generator, seeded noise_seed + 2k as in DP pools (OS entropy when unset)."""
-    base = cfg.privacy.noise_seed
-    return [make_generator(base + 2 * (s - cfg.seed) if base >= 0 else -1, device) for s in seeds]
-
-
 def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                  quiet: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
     """Non-private rows and Noisy-SGD. Model k's noise N(0, (σ/B)²I) is drawn outside the vmap from its own
-    generator, leaf by leaf in the order a single run draws it."""
+    generator (noise seed noise_seed + 2k, as in DP pools), leaf by leaf in the order a single run draws it."""
     alg = get_algorithm(cfg.algorithm)
     device = data.x_train.device
     params, base = stacked_models(cfg, data, seeds)
@@ -130,7 +123,7 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                          [torch.Generator().manual_seed(s) for s in seeds])
     lrs = lr_table(cfg, stream.totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
-    gens = _noise(cfg, seeds, device) if noisy else []
+    gens = model_generators(cfg, seeds, device) if noisy else []
     std = cfg.privacy.noise_multiplier / bs
     state = pipelines[0].init(params)
     block = max(stream.steps_per_epoch)

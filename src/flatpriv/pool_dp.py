@@ -47,6 +47,15 @@ def stacked_models(cfg: Config, data: Dataset, seeds: list[int]) -> tuple[dict[s
     return params, copy.deepcopy(models[0]).to("meta")
 
 
+def model_generators(cfg: Config, seeds: list[int], device: torch.device,
+                     sampler: bool = False) -> list[torch.Generator]:
+    """Model k's (seed ``cfg.seed + k``) noise generator, seeded noise_seed + 2k, or with ``sampler`` its Poisson
+    sampler, seeded noise_seed + 2k + 1: a single run's with privacy.noise_seed = noise_seed + 2k. OS entropy
+    when noise_seed is unset."""
+    base = cfg.privacy.noise_seed
+    return [make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device) for s in seeds]
+
+
 def _clipped_sums(base: torch.nn.Module, clip_norm: float):
     def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(base, p, (x.unsqueeze(0),)), y.unsqueeze(0))
@@ -91,10 +100,7 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     clipped = _clipped_sums(base, clip)
     lrs = lr_table(cfg, totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
-    base_seed = cfg.privacy.noise_seed
-    offsets = [2 * (s - cfg.seed) for s in seeds]  # model k (seed cfg.seed + k): noise seed noise_seed + 2k
-    noise = [make_generator(base_seed + o if base_seed >= 0 else -1, device) for o in offsets]
-    samplers = [make_generator(base_seed + o + 1 if base_seed >= 0 else -1, device) for o in offsets]
+    noise, samplers = model_generators(cfg, seeds, device), model_generators(cfg, seeds, device, sampler=True)
     ledgers = [Ledger() for _ in sizes]
     previous: dict[str, torch.Tensor] | None = None  # g̃_{t−1} (DP-SAT) per model
     d: dict[str, torch.Tensor] | None = None  # EMA of the releases (DP-VaSSO-SAT), d_1 = g̃_0
