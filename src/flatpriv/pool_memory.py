@@ -33,8 +33,8 @@ GIB = 2**30
 def bytes_per_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_train: int,
                     n_test: int, kept: int) -> int:
     """The estimate above, in bytes, for one model of a pool whose models keep ``kept`` examples."""
-    torch.manual_seed(0)
-    model = build_model(cfg.model, input_shape, num_classes).to("meta")
+    with torch.device("meta"):  # shapes only: no memory, no compute, no draw from the global RNG
+        model = build_model(cfg.model, input_shape, num_classes)
     params = sum(p.numel() for p in model.parameters())
     outputs = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
