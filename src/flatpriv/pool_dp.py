@@ -14,14 +14,15 @@ step), DP-SAT and DP-VaSSO-SAT.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import stack_module_state
 from tqdm.auto import tqdm
 
+from .clipping import clipped_grad
 from .config import Config
 from .data import Dataset
 from .errors import FlatprivError
@@ -33,7 +34,6 @@ from .private import PrivateRun, setup_privacy
 from .step import get_algorithm, make_optimizer
 
 SUPPORTED = ("dpsgd", "dpsam", "dpsat", "dpvasso_sat")
-_STABILITY = 1e-6  # as in clipping.py: min(1, C / (‖g_i‖ + 1e-6))
 
 
 def stacked_models(cfg: Config, data: Dataset, seeds: list[int]) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
@@ -56,19 +56,19 @@ def model_generators(cfg: Config, seeds: list[int], device: torch.device,
     return [make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device) for s in seeds]
 
 
-def _clipped_sums(base: torch.nn.Module, clip_norm: float):
-    def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(base, p, (x.unsqueeze(0),)), y.unsqueeze(0))
+def _clipped_sums(base: torch.nn.Module, cfg: Config) -> Callable[..., dict[str, torch.Tensor]]:
+    """Σ_i clip_C(∇ℓ_i) for every model on its own batch: the single run's oracle (:func:`clipped_grad`: ghost
+    norms where the layers allow, else vmap over examples) called once per model. Measured faster on a CPU than
+    one ``vmap`` over models of per-example gradients, which materialises K × B × P numbers (docs/benchmarks.md)."""
+    oracle = clipped_grad(base, cfg.privacy.clip_norm, cfg.privacy.clip_method)
 
-    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+    def sums(points: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
+             counts: list[int]) -> dict[str, torch.Tensor]:
+        per_model = [oracle({n: v[k] for n, v in points.items()}, xb[k, :c], yb[k, :c])[0]
+                     for k, c in enumerate(counts)]
+        return {n: torch.stack([s[n] for s in per_model]) for n in points}
 
-    def one_model(p: dict, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict:
-        g = per_example(p, x, y)
-        norms = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
-        c = torch.clamp(clip_norm / (norms + _STABILITY), max=1.0) * w
-        return {k: torch.tensordot(c, v, dims=1) for k, v in g.items()}
-
-    return vmap(one_model)
+    return sums
 
 
 def _setups(cfg: Config, sizes: list[int], device: torch.device) -> dict[int, PrivateRun]:
@@ -97,7 +97,7 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     noise_scale = torch.tensor([s * clip for s in sigma], device=device)
     divisor = torch.tensor([qk * m for qk, m in zip(q, sizes)], device=device)  # expected batch size q_k·|S_k|
     params, base = stacked_models(cfg, data, seeds)
-    clipped = _clipped_sums(base, clip)
+    clipped = _clipped_sums(base, cfg)
     lrs = lr_table(cfg, totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
     noise, samplers = model_generators(cfg, seeds, device), model_generators(cfg, seeds, device, sampler=True)
@@ -120,17 +120,17 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
         picks = [(torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1) if on
                  else torch.empty(0, dtype=torch.long, device=device)
                  for m, qk, g, on in zip(sizes, q, samplers, active)]
-        pos = torch.zeros(k_models, max(1, max(len(p) for p in picks)), dtype=torch.long, device=device)
-        w = torch.zeros(pos.shape, device=device)
+        counts = [len(p) for p in picks]
+        pos = torch.zeros(k_models, max(1, max(counts)), dtype=torch.long, device=device)
         for k, p in enumerate(picks):
-            pos[k, :len(p)], w[k, :len(p)] = p, 1.0
+            pos[k, :len(p)] = p
         idx = torch.gather(subsets, 1, pos)
         xb, yb = data.x_train[idx], data.y_train[idx]
 
-        def release(point: dict, xb: torch.Tensor = xb, yb: torch.Tensor = yb, w: torch.Tensor = w,
+        def release(point: dict, xb: torch.Tensor = xb, yb: torch.Tensor = yb, counts: list[int] = counts,
                     active: list[bool] = active) -> dict:
             """One privatised gradient per model on this step's batches, recorded in each model's ledger."""
-            sums = clipped(point, xb, yb, w)
+            sums = clipped(point, xb, yb, counts)
             noisy = {n: torch.stack([torch.randn(v.shape[1:], generator=g, device=device, dtype=v.dtype) if on
                                      else torch.zeros(v.shape[1:], device=device, dtype=v.dtype)
                                      for g, on in zip(noise, active)]) for n, v in sums.items()}
