@@ -3,12 +3,12 @@
 Model k samples its batch from its own subset S_k with rate q_k = batch_size / |S_k|, so batch sizes differ
 between models. Model k's clipped sum Σ_i clip_C(∇ℓ_i) comes from the single run's own oracle (ghost norms where
 the layers allow) on its own batch; noise, division, the SAM-family perturbation and the descent are vectorized
-over the model axis. Model k's noise N(0, σ_k²C²I) is drawn from its own generator in the same order as a single run, and the sum is divided by
-q_k·|S_k|. Model k therefore equals ``flatpriv train`` on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the
-sampler uses the next seed, as in a single run). With exact keep masks all models share σ, q and the number of
-steps, so their ledgers and ε are equal; with Bernoulli masks each model has the (q_k, σ_k, T_k) and the ε_k of
-its own single run (σ_k calibrated per subset size when a target ε is given). DP-SGD, DP-SAM (two releases per
-step), DP-SAT and DP-VaSSO-SAT.
+over the model axis. Model k's noise N(0, σ_k²C²I) is drawn from its own generator in the same order as a single
+run, and the sum is divided by q_k·|S_k|. Model k therefore equals ``flatpriv train`` on S_k with
+``privacy.noise_seed = noise_seed + 2k`` (the sampler uses the next seed, as in a single run). With exact keep
+masks all models share σ, q and the number of steps, so their ledgers and ε are equal; with Bernoulli masks each
+model has the (q_k, σ_k, T_k) and the ε_k of its own single run (σ_k calibrated per subset size when a target ε
+is given). DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
 """
 
 from __future__ import annotations
