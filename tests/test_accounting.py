@@ -11,7 +11,7 @@ from pathlib import Path
 import dp_accounting as dpa
 import pytest
 from dp_accounting import NeighboringRelation, pld, rdp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import flatpriv.privacy as privacy
@@ -28,7 +28,7 @@ from flatpriv.privacy import (
 )
 
 OPACUS_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-FEW = settings(max_examples=12, deadline=None)
+FEW = settings(max_examples=40, deadline=None, derandomize=True)  # CI must not fail on a fresh random draw
 
 
 def _direct(sigma: float, q: float, count: int, delta: float, accountant: str) -> float:
@@ -78,24 +78,32 @@ counts = st.integers(1, 150)
 accountants = st.sampled_from(ACCOUNTANTS)
 
 
+def _at_most(a: float, b: float) -> bool:
+    """a ≤ b up to 1e-3 relative. For small σ and q near 1, dp-accounting's RDP drops the fractional orders whose
+    series does not converge (it logs a warning), so ε(q) can dip by ~1e-4 relative (seen: σ = 0.5, 79 steps,
+    ε(0.9375) = 234.076 > ε(0.96875) = 234.048); each value is still a valid upper bound."""
+    return a <= b * (1 + 1e-3)
+
+
 @FEW
 @given(sigmas, rates, counts, st.integers(1, 150), accountants)
 def test_monotone_in_steps(sigma, q, steps, extra, accountant):
-    assert epsilon(sigma, q, steps, 1e-5, accountant) <= epsilon(sigma, q, steps + extra, 1e-5, accountant)
+    assert _at_most(epsilon(sigma, q, steps, 1e-5, accountant), epsilon(sigma, q, steps + extra, 1e-5, accountant))
 
 
 @FEW
 @given(sigmas, rates, rates, counts, accountants)
+@example(0.5, 0.9375, 0.96875, 79, "rdp")  # the case where dp-accounting's RDP dips (see _at_most)
 def test_monotone_in_sample_rate(sigma, q1, q2, steps, accountant):
     lo, hi = sorted((q1, q2))
-    assert epsilon(sigma, lo, steps, 1e-5, accountant) <= epsilon(sigma, hi, steps, 1e-5, accountant)
+    assert _at_most(epsilon(sigma, lo, steps, 1e-5, accountant), epsilon(sigma, hi, steps, 1e-5, accountant))
 
 
 @FEW
 @given(sigmas, sigmas, rates, counts, accountants)
 def test_non_increasing_in_noise(s1, s2, q, steps, accountant):
     lo, hi = sorted((s1, s2))
-    assert epsilon(lo, q, steps, 1e-5, accountant) >= epsilon(hi, q, steps, 1e-5, accountant)
+    assert _at_most(epsilon(hi, q, steps, 1e-5, accountant), epsilon(lo, q, steps, 1e-5, accountant))
 
 
 # --- calibration -----------------------------------------------------------------------------------------------
