@@ -290,28 +290,34 @@ def test_curvature_every_k_epochs_is_averaged_by_flatpriv_curvature(tmp_path, ca
 
 
 def test_chunks_are_sized_to_a_memory_budget(tmp_path, capsys):
-    from flatpriv.pool_memory import GIB, bytes_per_model, chunk_size
+    from flatpriv.pool_memory import GIB, chunk_size, pool_memory
 
     cfg, _ = resolve(overrides=TINY + ["model.width=32", "model.depth=1", "train.batch_size=64"])
     data = load_data(cfg.data)
     n, m = len(data.y_train), len(data.y_test)
     # by hand: digits 8x8 -> Flatten 64 -> Linear 32 -> ReLU 32 -> Linear 10; 2410 parameters, 138 activations
     assert data.input_shape == (1, 8, 8)
-    expected = 4 * (10 * 2410 + (n + m) * 10 + 2**20 + 3 * 64 * 138)
-    per_model = bytes_per_model(cfg, data.input_shape, 10, n, m, n // 2)
-    assert per_model == expected
+    per_model, per_chunk = pool_memory(cfg, data.input_shape, 10, n, m, n // 2)
+    assert per_model == 4 * (10 * 2410 + 5 * (n + m) * 10 + 2**20 + 3 * 64 * 138)
+    assert per_chunk == 4 * 2 * cfg.train.eval_batch_size * 64  # the largest layer output: Flatten's 64
     dp, _ = resolve(overrides=TINY + ["algorithm=dpsgd", "privacy.noise_multiplier=1"])
-    assert bytes_per_model(dp, data.input_shape, 10, n, m, n // 2) > per_model  # per-example gradients
+    dp_model, dp_chunk = pool_memory(dp, data.input_shape, 10, n, m, n // 2)
+    poisson = 64 + 4 * 8  # q·|S| = batch size 64
+    assert dp_model == 4 * (10 * 2410 + 5 * (n + m) * 10 + 2**20)  # the clipped sums run one model at a time
+    assert dp_chunk == 4 * (2 * cfg.train.eval_batch_size * 64 + 3 * poisson * 138 + 3 * poisson * 2410)
     cpu = torch.device("cpu")
-    assert chunk_size(None, 10.5 * per_model / GIB, per_model, cpu, 100) == 10
-    assert chunk_size(None, 1000.0, per_model, cpu, 100) == 64 and chunk_size(None, 1000.0, per_model, cpu, 5) == 5
-    assert chunk_size(7, 10.5 * per_model / GIB, per_model, cpu, 100) == 7
+    unit = per_model / GIB
+    assert chunk_size(None, 10.5 * unit, per_model, 0, cpu, 100) == 10
+    assert chunk_size(None, 10.5 * unit, per_model, 2 * per_model, cpu, 100) == 8
+    assert chunk_size(None, 1000.0, per_model, 0, cpu, 100) == 64
+    assert chunk_size(None, 1000.0, per_model, 0, cpu, 5) == 5
+    assert chunk_size(7, 10.5 * unit, per_model, 0, cpu, 100) == 7
     for requested, budget, needle in ((20, 10.5, "over the memory budget"), (None, 0.5, "one model needs"),
                                       (0, 10.5, "at least 1"), (None, -1.0, "positive")):
         with pytest.raises(FlatprivError, match=needle):
-            chunk_size(requested, budget * per_model / GIB, per_model, cpu, 100)
+            chunk_size(requested, budget * unit, per_model, 0, cpu, 100)
     argv = [x for o in TINY + ["train.epochs=1"] for x in ("--set", o)]
-    budget = str(3.5 * per_model / GIB)
+    budget = str((3.5 * per_model + per_chunk) / GIB)
     assert main(["pool", *argv, "--models", "5", "--memory-budget", budget, "--out", str(tmp_path), "--json"]) == 0
     run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     assert json.loads((run / "pool.json").read_text())["chunk_size"] == 3

@@ -1,18 +1,24 @@
 """How many models of a pool to train at once: chunks sized to a memory budget.
 
-Per model, with P parameters, A activation elements per example (counted on the meta device, no compute),
-batch B, N + M train and test examples and C classes, the estimate in float32 elements is
+With P parameters, A activation elements per example (counted on the meta device, no compute), batch B, N + M
+train and test examples and C classes, the estimate in float32 elements is, for every model of a chunk,
 
     10·P                   weights, gradient, optimizer state (2 for Adam), pipeline state, ε and w + ε, the
                            displacement copy of ``pool_steps.descend``
-    + 3·B'·A               activations kept for backward and their gradients (SAM: one pass at a time)
-    + 3·B'·P  (DP pools)   per-example gradients of ``vmap(grad)``, their squares for the norms, backward temporaries
-    + (N + M)·C            the final logits
+    + 3·B·A  (plain pools) activations kept for backward and their gradients, all models at once under vmap
+    + 5·(N + M)·C          the final logits: float32, their argmax, the float16 copies saved and concatenated
     + 1 Mi                 per-model bookkeeping (measured: module objects, allocator slack)
 
-where B' is B for plain pools and q·|S| + 4√(q·|S|) (a generous Poisson batch) for DP pools. It is an
-estimate, not a measurement: allocator slack and temporary buffers come on top, which is why the default
-budget is half of what the device has free.
+and once per chunk, for the work done one model at a time,
+
+    2·E·A_max                          the final logits' forward pass without autograd (eval batch E; A_max the
+                                       largest layer output: only a layer's input and output are alive)
+    + 3·B'·A + 3·min(B'·P, 2²⁶)        (DP pools) the clipped-sum oracle on one model's Poisson batch: ghost
+                                       clipping's activations and output gradients, or vmap's per-example
+                                       gradients in chunks of at most 2²⁶ numbers
+
+with B' = q·|S| + 4√(q·|S|), a generous Poisson batch. It is an estimate, not a measurement: allocator slack and
+temporary buffers come on top, which is why the default budget is half of what the device has free.
 """
 
 from __future__ import annotations
@@ -30,9 +36,9 @@ from .step import get_algorithm
 GIB = 2**30
 
 
-def bytes_per_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_train: int,
-                    n_test: int, kept: int) -> int:
-    """The estimate above, in bytes, for one model of a pool whose models keep ``kept`` examples."""
+def pool_memory(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_train: int, n_test: int,
+                kept: int) -> tuple[int, int]:
+    """(bytes per model, bytes per chunk) by the estimate above, for models that keep at most ``kept`` examples."""
     with torch.device("meta"):  # shapes only: no memory, no compute, no draw from the global RNG
         model = build_model(cfg.model, input_shape, num_classes)
     params = sum(p.numel() for p in model.parameters())
@@ -44,16 +50,16 @@ def bytes_per_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int,
     for h in hooks:
         h.remove()
     acts = sum(outputs)
-    alg = get_algorithm(cfg.algorithm)
-    batch = float(cfg.train.batch_size)
-    elements = 10 * params + (n_train + n_test) * num_classes + 2**20
-    if alg.private:
+    batch = cfg.train.batch_size
+    per_model = 10 * params + 5 * (n_train + n_test) * num_classes + 2**20
+    per_chunk = 2 * cfg.train.eval_batch_size * max(outputs)
+    if get_algorithm(cfg.algorithm).private:
         q = cfg.privacy.sample_rate if cfg.privacy.sample_rate > 0 else batch / kept
-        mean = q * kept
-        batch = mean + 4 * math.sqrt(mean)
-        elements += 3 * batch * params
-    elements += 3 * batch * acts
-    return int(4 * elements)
+        poisson = q * kept + 4 * math.sqrt(q * kept)
+        per_chunk += 3 * poisson * acts + 3 * min(poisson * params, 2**26)
+    else:
+        per_model += 3 * batch * acts
+    return int(4 * per_model), int(4 * per_chunk)
 
 
 def free_bytes(device: torch.device) -> int:
@@ -66,22 +72,23 @@ def free_bytes(device: torch.device) -> int:
         return 8 * GIB
 
 
-def chunk_size(requested: int | None, budget_gib: float | None, per_model: int, device: torch.device,
-               n_models: int) -> int:
+def chunk_size(requested: int | None, budget_gib: float | None, per_model: int, per_chunk: int,
+               device: torch.device, n_models: int) -> int:
     """Models per chunk: ``requested`` if it fits the budget (refused otherwise), else as many as fit, at most
     64 (larger chunks save no time on a CPU). The default budget is half the device's free memory."""
     if budget_gib is not None and budget_gib <= 0:
         raise FlatprivError(f"--memory-budget {budget_gib}: must be a positive number of GiB")
     budget = budget_gib * GIB if budget_gib is not None else free_bytes(device) / 2
-    fits = int(budget // per_model)
+    fits = int((budget - per_chunk) // per_model)
     if fits < 1:
-        raise FlatprivError(f"one model needs about {per_model / GIB:.2f} GiB, over the memory budget of "
+        raise FlatprivError(f"one model needs about {(per_model + per_chunk) / GIB:.2f} GiB, over the memory budget of "
                             f"{budget / GIB:.2f} GiB: raise --memory-budget or use a smaller model or batch")
     if requested is not None:
         if requested < 1:
             raise FlatprivError(f"--chunk-size {requested}: must be at least 1")
         if min(requested, n_models) > fits:
-            raise FlatprivError(f"--chunk-size {requested} needs about {requested * per_model / GIB:.2f} GiB, over "
+            need = requested * per_model + per_chunk
+            raise FlatprivError(f"--chunk-size {requested} needs about {need / GIB:.2f} GiB, over "
                                 f"the memory budget of {budget / GIB:.2f} GiB: use --chunk-size {fits} or less, or "
                                 "raise --memory-budget")
         return requested

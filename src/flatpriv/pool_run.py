@@ -21,8 +21,8 @@ from .config import Config, config_from_dict, config_to_dict
 from .data import load_data
 from .errors import FlatprivError
 from .pool import POOL_FILE, check_poolable, make_keep, train_models
-from .pool_memory import bytes_per_model
 from .pool_memory import chunk_size as choose_chunk
+from .pool_memory import pool_memory
 from .private import setup_privacy
 from .step import get_algorithm
 from .train import resolve_device
@@ -169,15 +169,16 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
     if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
             setup_privacy(cfg, alg.private, alg.releases, alg.noisy, size, data.x_train.device)
-    per_model = bytes_per_model(cfg, data.input_shape, data.num_classes, len(data.y_train), len(data.y_test),
-                                int(keep.sum(1).max()))
-    chunk_size = choose_chunk(chunk_size, memory_budget, per_model, data.x_train.device, n_models)
+    per_model, per_chunk = pool_memory(cfg, data.input_shape, data.num_classes, len(data.y_train),
+                                       len(data.y_test), int(keep.sum(1).max()))
+    chunk_size = choose_chunk(chunk_size, memory_budget, per_model, per_chunk, data.x_train.device, n_models)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
     pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": keep_mode, "chunk_size": chunk_size,
             "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights,
-            "memory_estimate_per_model_mib": round(per_model / 2**20, 2), "memory_budget_gib": memory_budget}
+            "memory_estimate_mib": {"per_model": round(per_model / 2**20, 2), "per_chunk": round(per_chunk / 2**20, 2)},
+            "memory_budget_gib": memory_budget}
     results.write_json(run_dir / POOL_FILE, pool)
     results.save_array(run_dir, "keep", keep)
     if canaries:
