@@ -121,6 +121,11 @@ def test_cli_pool_writes_the_promised_files(tmp_path, capsys):
     assert [m["seed"] for m in models] == [0, 1, 2, 3]
     acc_in = np.mean([(logits[k].argmax(1) == labels)[keep[k]].mean() for k in range(4)])
     assert acc_in == pytest.approx(summary["train_accuracy"], abs=5e-3)  # float16 logits
+    # a Noisy-SGD pool says it has no ε, and why
+    assert main(["pool", *argv, "--models", "2", "--set", "algorithm=noisy_sgd", "--set",
+                 "privacy.noise_multiplier=1", "--out", str(tmp_path), "--json"]) == 0
+    noisy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert noisy["epsilon"] is None and "not differentially private" in noisy["epsilon_note"]
     for bad, fragment in ((["--models", "1"], "at least 2"), (["--models", "4", "--keep", "1.5"], "--keep"),
                           (["--models", "4", "--set", "algorithm=noisy_sgd", "--set", "privacy.target_epsilon=1"],
                            "no clipping"),

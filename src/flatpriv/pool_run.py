@@ -23,7 +23,7 @@ from .errors import FlatprivError
 from .pool import POOL_FILE, check_poolable, make_keep, train_models
 from .pool_memory import chunk_size as choose_chunk
 from .pool_memory import pool_memory
-from .private import setup_privacy
+from .private import NOISY_NOTE, setup_privacy
 from .step import get_algorithm
 from .train import resolve_device
 
@@ -108,6 +108,10 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
 
 def _privacy(cfg: Config, private: dict[str, np.ndarray]) -> dict[str, Any]:
     if not private:
+        if get_algorithm(cfg.algorithm).noisy:
+            return {"epsilon": None, "delta": None, "accountant": None,
+                    "noise_multiplier": cfg.privacy.noise_multiplier,
+                    "epsilon_note": NOISY_NOTE}
         return {"epsilon": None, "delta": None, "accountant": None}
     from .privacy.accounting import NEIGHBOURING, accountant_description
 

@@ -27,6 +27,8 @@ from .privacy.sampling import gaussian_like, make_generator
 from .tree import Tree
 
 State = Any
+NOISY_NOTE = ("noisy_sgd does not clip, so its sensitivity is unbounded: it is not differentially private and has "
+              "no epsilon")
 
 
 @dataclass

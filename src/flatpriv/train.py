@@ -28,7 +28,7 @@ from .memorization.curvature import input_curvature
 from .models import build_model, count_parameters
 from .privacy.accounting import NEIGHBOURING, accountant_description
 from .privacy.sampling import poisson_indices
-from .private import PrivateRun, setup_privacy
+from .private import NOISY_NOTE, PrivateRun, setup_privacy
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 
 CHECKPOINT = "checkpoint.pt"
@@ -181,8 +181,7 @@ def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
     if not p.accounted:
         return {"epsilon": None, "delta": None, "accountant": None, "neighbouring": None,
                 "noise_multiplier": p.noise_multiplier,
-                "epsilon_note": "noisy_sgd does not clip, so its sensitivity is unbounded: it is not "
-                                "differentially private and has no epsilon"}
+                "epsilon_note": NOISY_NOTE}
     return {"epsilon": last["epsilon"], "delta": p.delta, "accountant": accountant_description(p.accountant),
             "neighbouring": NEIGHBOURING, "noise_multiplier": p.noise_multiplier, "sample_rate": p.sample_rate,
             "clip_norm": s.cfg.privacy.clip_norm, "releases": p.privatizer.ledger.releases,
