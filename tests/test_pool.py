@@ -329,3 +329,14 @@ def test_chunks_are_sized_to_a_memory_budget(tmp_path, capsys):
     assert sorted(p.name for p in (run / "chunks").iterdir()) == ["chunk-0000.npz", "chunk-0001.npz"]
     assert main(["pool", *argv, "--models", "5", "--memory-budget", "1e-6", "--out", str(tmp_path / "bad")]) == 2
     assert "one model needs" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_ray_tasks_reserve_a_chunks_memory():
+    from flatpriv.pool_run import ray_memory
+
+    pool = {"chunk_size": 4, "memory_estimate_mib": {"per_model": 10.0, "per_chunk": 24.0}}
+    nodes = [{"Alive": True, "Resources": {"memory": 2**30}}, {"Alive": False, "Resources": {"memory": 2**40}}]
+    assert ray_memory(pool, nodes) == {"memory": 64 * 2**20}
+    assert ray_memory({"chunk_size": 4}, nodes) == {}  # a pool from before the estimate existed
+    with pytest.raises(FlatprivError, match="more than any Ray node offers"):
+        ray_memory(dict(pool, chunk_size=200), nodes)  # 2024 MiB > the one live node's 1 GiB

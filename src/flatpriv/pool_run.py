@@ -74,7 +74,7 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
                 canary_labels, bool(pool.get("save_weights")))
 
     if backend == "ray":
-        _run_on_ray(run_dir, todo, args, ray_address, quiet)
+        _run_on_ray(run_dir, todo, args, ray_address, quiet, pool)
     else:
         for done, (c, start) in enumerate(tqdm(todo, desc="pool", unit="chunk", disable=quiet or None)):
             _save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
@@ -135,14 +135,29 @@ def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tu
     return pos, (labels[pos] + rng.integers(1, num_classes, size=n)) % num_classes
 
 
-def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: str | None, quiet: bool) -> None:
+def ray_memory(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """Ray task options reserving a chunk's estimated memory (so Ray never runs more chunks on a node than fit),
+    or a clear refusal when no live node offers that much (the task would otherwise wait forever)."""
+    est = pool.get("memory_estimate_mib")
+    if not est:
+        return {}
+    need = int((pool["chunk_size"] * est["per_model"] + est["per_chunk"]) * 2**20)
+    biggest = max((n["Resources"].get("memory", 0) for n in nodes if n.get("Alive")), default=0)
+    if biggest and need > biggest:
+        raise FlatprivError(f"a chunk of {pool['chunk_size']} models needs about {need / 2**30:.2f} GiB, more than "
+                            f"any Ray node offers ({biggest / 2**30:.2f} GiB): lower --chunk-size or --memory-budget")
+    return {"memory": need}
+
+
+def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: str | None, quiet: bool,
+                pool: dict[str, Any]) -> None:
     try:
         import ray
     except ImportError as e:
         raise FlatprivError("--backend ray needs Ray: pip install 'flatpriv[ray]'") from e
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    remote = ray.remote(chunk_arrays)
+    remote = ray.remote(chunk_arrays).options(**ray_memory(pool, ray.nodes()))
     pending = {remote.remote(*args(start)): c for c, start in todo}
     with tqdm(total=len(pending), desc="pool (ray)", unit="chunk", disable=quiet or None) as bar:
         while pending:
