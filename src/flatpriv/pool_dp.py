@@ -1,14 +1,15 @@
 """DP pools: K private models at once, each with its own Poisson batches, noise, generators and ledger.
 
 Model k samples its batch from its own subset S_k with rate q_k = batch_size / |S_k|, so batch sizes differ
-between models. Model k's clipped sum Σ_i clip_C(∇ℓ_i) comes from the single run's own oracle (ghost norms where
-the layers allow) on its own batch; noise, division, the SAM-family perturbation and the descent are vectorized
-over the model axis. Model k's noise N(0, σ_k²C²I) is drawn from its own generator in the same order as a single
-run, and the sum is divided by q_k·|S_k|. Model k therefore equals ``flatpriv train`` on S_k with
-``privacy.noise_seed = noise_seed + 2k`` (the sampler uses the next seed, as in a single run). With exact keep
-masks all models share σ, q and the number of steps, so their ledgers and ε are equal; with Bernoulli masks each
-model has the (q_k, σ_k, T_k) and the ε_k of its own single run (σ_k calibrated per subset size when a target ε
-is given). DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
+between models: batches are padded to the widest with weight-0 rows. The clipped sums Σ_i clip_C(∇ℓ_i) come
+from ghost clipping vmapped over the model axis (:mod:`flatpriv.ghost_pool`) on a GPU, and from the single run's
+oracle once per model on a CPU (see :func:`vectorize_clipping`); noise, division, the SAM-family perturbation and
+the descent are vectorized over the model axis. Model k's noise N(0, σ_k²C²I) is drawn from its own generator in
+the same order as a single run, and the sum is divided by q_k·|S_k|. Model k therefore equals ``flatpriv train``
+on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the sampler uses the next seed, as in a single run). With
+exact keep masks all models share σ, q and the number of steps, so their ledgers and ε are equal; with Bernoulli
+masks each model has the (q_k, σ_k, T_k) and the ε_k of its own single run (σ_k calibrated per subset size when
+a target ε is given). DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import torch
 from torch.func import stack_module_state
 from tqdm.auto import tqdm
 
-from .clipping import clipped_grad
+from .clipping import clipped_grad, supports_ghost
 from .config import Config
 from .data import Dataset
 from .errors import FlatprivError
+from .ghost_pool import pooled_clipped_sums
 from .models import build_model
 from .pool_steps import descend, lr_table
 from .privacy.accounting import Ledger, epsilon_from_ledger
@@ -56,19 +58,34 @@ def model_generators(cfg: Config, seeds: list[int], device: torch.device,
     return [make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device) for s in seeds]
 
 
-def _clipped_sums(base: torch.nn.Module, cfg: Config) -> Callable[..., dict[str, torch.Tensor]]:
-    """Σ_i clip_C(∇ℓ_i) for every model on its own batch: the single run's oracle (:func:`clipped_grad`: ghost
-    norms where the layers allow, else vmap over examples) called once per model. Measured faster on a CPU than
-    one ``vmap`` over models of per-example gradients, which materialises K × B × P numbers (docs/benchmarks.md)."""
+def vectorize_clipping(device: torch.device) -> bool:
+    """Ghost clipping vmapped over the model axis on a GPU; on a CPU the single run's oracle once per model, which
+    measured as fast for MLPs and 1.4× faster for 1-D CNNs (a vmap over models turns each convolution into a
+    grouped one, slow on CPUs; docs/benchmarks.md). The GPU choice follows the design and is not measured yet."""
+    return device.type == "cuda"
+
+
+def _clipped_sums(base: torch.nn.Module, cfg: Config, device: torch.device) -> Callable[..., dict[str, torch.Tensor]]:
+    """``sums(params, xb, yb, counts)``: Σ_i clip_C(∇ℓ_i) for every model on the first ``counts[k]`` rows of its
+    batch: vectorized ghost clipping (:mod:`flatpriv.ghost_pool`) when :func:`vectorize_clipping` and every layer
+    allows it, else the single run's oracle (ghost norms, or vmap over examples) once per model."""
+    if vectorize_clipping(device) and cfg.privacy.clip_method != "vmap" and supports_ghost(base):
+        pooled = pooled_clipped_sums(base, cfg.privacy.clip_norm)
+
+        def vectorized(points: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
+                       counts: list[int]) -> dict[str, torch.Tensor]:
+            w = (torch.arange(xb.shape[1], device=xb.device) < torch.tensor(counts, device=xb.device)[:, None])
+            return pooled(points, xb, yb, w.to(xb.dtype))
+
+        return vectorized
     oracle = clipped_grad(base, cfg.privacy.clip_norm, cfg.privacy.clip_method)
 
-    def sums(points: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
-             counts: list[int]) -> dict[str, torch.Tensor]:
-        per_model = [oracle({n: v[k] for n, v in points.items()}, xb[k, :c], yb[k, :c])[0]
-                     for k, c in enumerate(counts)]
-        return {n: torch.stack([s[n] for s in per_model]) for n in points}
+    def per_model(points: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
+                  counts: list[int]) -> dict[str, torch.Tensor]:
+        sums = [oracle({n: v[k] for n, v in points.items()}, xb[k, :c], yb[k, :c])[0] for k, c in enumerate(counts)]
+        return {n: torch.stack([s[n] for s in sums]) for n in points}
 
-    return sums
+    return per_model
 
 
 def _setups(cfg: Config, sizes: list[int], device: torch.device) -> dict[int, PrivateRun]:
@@ -97,7 +114,7 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     noise_scale = torch.tensor([s * clip for s in sigma], device=device)
     divisor = torch.tensor([qk * m for qk, m in zip(q, sizes)], device=device)  # expected batch size q_k·|S_k|
     params, base = stacked_models(cfg, data, seeds)
-    clipped = _clipped_sums(base, cfg)
+    clipped = _clipped_sums(base, cfg, device)
     lrs = lr_table(cfg, totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
     noise, samplers = model_generators(cfg, seeds, device), model_generators(cfg, seeds, device, sampler=True)
