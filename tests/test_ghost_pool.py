@@ -39,9 +39,10 @@ def test_pooled_ghost_equals_the_single_model_oracle(model):
             torch.testing.assert_close(got[name][k], v, atol=1e-6, rtol=1e-5)
 
 
-def test_dp_pool_with_vectorized_clipping_equals_separate_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(pool_dp, "vectorize_clipping", lambda device: True)  # the GPU path, run on the CPU
-    over = TINY + ["train.epochs=2", "algorithm=dpsat", "privacy.noise_multiplier=1.0", "privacy.noise_seed=11",
+def test_dp_cnn_pool_with_vectorized_clipping_equals_separate_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool_dp, "vmap_models", lambda model, device: True)  # the GPU path for a CNN, on the CPU
+    over = TINY + ["model.name=cnn2d", "model.width=8", "train.epochs=2", "algorithm=dpsat",
+                   "privacy.noise_multiplier=1.0", "privacy.noise_seed=11",
                    "sharpness.rho=0.2"]
     cfg, _ = resolve(overrides=over + ["seed=5"])
     data = load_data(cfg.data)

@@ -340,3 +340,24 @@ def test_ray_tasks_reserve_a_chunks_memory():
     assert ray_memory({"chunk_size": 4}, nodes) == {}  # a pool from before the estimate existed
     with pytest.raises(FlatprivError, match="more than any Ray node offers"):
         ray_memory(dict(pool, chunk_size=200), nodes)  # 2024 MiB > the one live node's 1 GiB
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_cnn_pool_equals_separate_runs_vmapped_or_one_model_at_a_time(tmp_path, monkeypatch, vectorized):
+    """On a CPU a CNN pool steps one model at a time (pool_steps.vmap_models); forcing the vmap must give the
+    same models. VaSSO carries per-model state through both paths; Bernoulli masks give different step counts."""
+    import flatpriv.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "vmap_models", lambda model, device: vectorized)
+    over = TINY + ["model.name=cnn2d", "model.width=8", "algorithm=vasso", "sharpness.rho=0.2",
+                   "sharpness.theta=0.5", "train.batch_size=32"]
+    cfg, _ = resolve(overrides=over + ["seed=5"])
+    data = load_data(cfg.data)
+    keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")
+    pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
+    for k in range(3):
+        single, _ = resolve(overrides=over + [f"seed={5 + k}"])
+        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
+        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
+        for name, w in weights.items():
+            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)

@@ -27,7 +27,7 @@ from .data import Dataset
 from .errors import FlatprivError
 from .pool_dp import SUPPORTED as DP_SUPPORTED
 from .pool_dp import model_generators, stacked_models, train_dp_models
-from .pool_steps import BatchStream, descend, lr_table
+from .pool_steps import BatchStream, descend, lr_table, vmap_models
 from .private import setup_privacy
 from .step import get_algorithm, make_optimizer
 
@@ -109,6 +109,18 @@ def _weighted_cross_entropy(logits: torch.Tensor, yw: torch.Tensor) -> torch.Ten
     return (F.cross_entropy(logits, yw[:, 0], reduction="none") * w).sum() / w.sum().clamp(min=1.0)
 
 
+def _one_at_a_time(pipe: Any, params: dict[str, torch.Tensor], state: Any, x: torch.Tensor,
+                   y: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any]:
+    """The same step as the vmap, one model at a time (see :func:`flatpriv.pool_steps.vmap_models`)."""
+    def part(k: int) -> Any:
+        return tree_map(lambda v: v[k] if isinstance(v, torch.Tensor) else v, state)
+
+    outs = [pipe.grad({n: v[k] for n, v in params.items()}, part(k), x[k], y[k]) for k in range(len(x))]
+    g = {n: torch.stack([o[0][n] for o in outs]) for n in params}
+    stacked = tree_map(lambda *vs: torch.stack(vs) if isinstance(vs[0], torch.Tensor) else vs[0], *[o[1] for o in outs])
+    return g, stacked
+
+
 def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                  quiet: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
     """Non-private rows and Noisy-SGD. Model k's noise N(0, (σ/B)²I) is drawn outside the vmap from its own
@@ -129,6 +141,7 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
     gens = model_generators(cfg, seeds, device) if noisy else []
     std = cfg.privacy.noise_multiplier / bs
     state = pipelines[0].init(params)
+    vectorized = vmap_models(base, device)
     block = max(stream.steps_per_epoch)
     total = lrs.shape[1]
     for t0 in tqdm(range(0, total, block), desc=f"pool chunk ({len(seeds)} models)", unit="epoch",
@@ -149,7 +162,10 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                 idx = pos[:, j].clamp(min=0)
                 x, pipe = data.x_train[idx], pipelines[1]
                 y = torch.stack([data.y_train[idx], real.long()], dim=-1)
-            g, state, _ = vmap(pipe.grad, in_dims=(0, state_dims, 0, 0))(params, state, x, y)
+            if vectorized:
+                g, state, _ = vmap(pipe.grad, in_dims=(0, state_dims, 0, 0))(params, state, x, y)
+            else:
+                g, state = _one_at_a_time(pipe, params, state, x, y)
             if noisy:
                 draws = [{n: torch.randn(v.shape[1:], generator=gen, device=device, dtype=v.dtype)
                           for n, v in g.items()} for gen in gens]

@@ -1,15 +1,15 @@
 """DP pools: K private models at once, each with its own Poisson batches, noise, generators and ledger.
 
-Model k samples its batch from its own subset S_k with rate q_k = batch_size / |S_k|, so batch sizes differ
-between models: batches are padded to the widest with weight-0 rows. The clipped sums Σ_i clip_C(∇ℓ_i) come
-from ghost clipping vmapped over the model axis (:mod:`flatpriv.ghost_pool`) on a GPU, and from the single run's
-oracle once per model on a CPU (see :func:`vectorize_clipping`); noise, division, the SAM-family perturbation and
-the descent are vectorized over the model axis. Model k's noise N(0, σ_k²C²I) is drawn from its own generator in
-the same order as a single run, and the sum is divided by q_k·|S_k|. Model k therefore equals ``flatpriv train``
-on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the sampler uses the next seed, as in a single run). With
-exact keep masks all models share σ, q and the number of steps, so their ledgers and ε are equal; with Bernoulli
-masks each model has the (q_k, σ_k, T_k) and the ε_k of its own single run (σ_k calibrated per subset size when
-a target ε is given). DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
+Model k samples its batch from its own subset S_k with rate q_k = batch_size / |S_k|, so batch sizes differ between
+models: batches are padded to the widest with weight-0 rows. The clipped sums Σ_i clip_C(∇ℓ_i) come from ghost
+clipping vmapped over the model axis (:mod:`flatpriv.ghost_pool`), or for convolutional models on a CPU from the
+single run's oracle once per model (see :func:`flatpriv.pool_steps.vmap_models`); noise, division, the SAM-family
+perturbation and the descent are vectorized over the model axis. Model k's noise N(0, σ_k²C²I) is drawn from its
+own generator in the same order as a single run, and the sum is divided by q_k·|S_k|. Model k therefore equals
+``flatpriv train`` on S_k with ``privacy.noise_seed = noise_seed + 2k`` (the sampler uses the next seed, as in a
+single run). With exact keep masks all models share σ, q and the number of steps, so their ledgers and ε are equal;
+with Bernoulli masks each model has the (q_k, σ_k, T_k) and the ε_k of its own single run (σ_k calibrated per
+subset size when a target ε is given). DP-SGD, DP-SAM (two releases per step), DP-SAT and DP-VaSSO-SAT.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .data import Dataset
 from .errors import FlatprivError
 from .ghost_pool import pooled_clipped_sums
 from .models import build_model
-from .pool_steps import descend, lr_table
+from .pool_steps import descend, lr_table, vmap_models
 from .privacy.accounting import Ledger, epsilon_from_ledger
 from .privacy.sampling import make_generator
 from .private import PrivateRun, setup_privacy
@@ -58,18 +58,11 @@ def model_generators(cfg: Config, seeds: list[int], device: torch.device,
     return [make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device) for s in seeds]
 
 
-def vectorize_clipping(device: torch.device) -> bool:
-    """Ghost clipping vmapped over the model axis on a GPU; on a CPU the single run's oracle once per model, which
-    measured as fast for MLPs and 1.4× faster for 1-D CNNs (a vmap over models turns each convolution into a
-    grouped one, slow on CPUs; docs/benchmarks.md). The GPU choice follows the design and is not measured yet."""
-    return device.type == "cuda"
-
-
 def _clipped_sums(base: torch.nn.Module, cfg: Config, device: torch.device) -> Callable[..., dict[str, torch.Tensor]]:
     """``sums(params, xb, yb, counts)``: Σ_i clip_C(∇ℓ_i) for every model on the first ``counts[k]`` rows of its
-    batch: vectorized ghost clipping (:mod:`flatpriv.ghost_pool`) when :func:`vectorize_clipping` and every layer
-    allows it, else the single run's oracle (ghost norms, or vmap over examples) once per model."""
-    if vectorize_clipping(device) and cfg.privacy.clip_method != "vmap" and supports_ghost(base):
+    batch: vectorized ghost clipping (:mod:`flatpriv.ghost_pool`) when :func:`flatpriv.pool_steps.vmap_models` and
+    every layer allows it, else the single run's oracle (ghost norms, or vmap over examples) once per model."""
+    if vmap_models(base, device) and cfg.privacy.clip_method != "vmap" and supports_ghost(base):
         pooled = pooled_clipped_sums(base, cfg.privacy.clip_norm)
 
         def vectorized(points: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
