@@ -302,15 +302,20 @@ def test_chunks_are_sized_to_a_memory_budget(tmp_path, capsys):
     n, m = len(data.y_train), len(data.y_test)
     # by hand: digits 8x8 -> Flatten 64 -> Linear 32 -> ReLU 32 -> Linear 10; 2410 parameters, 138 activations
     assert data.input_shape == (1, 8, 8)
-    per_model, per_chunk = pool_memory(cfg, data.input_shape, 10, n, m, n // 2)
+    cpu = torch.device("cpu")
+    per_model, per_chunk = pool_memory(cfg, data.input_shape, 10, n, m, n // 2, cpu)
     assert per_model == 4 * (10 * 2410 + 5 * (n + m) * 10 + 2**20 + 3 * 64 * 138)
     assert per_chunk == 4 * 2 * cfg.train.eval_batch_size * 64  # the largest layer output: Flatten's 64
     dp, _ = resolve(overrides=TINY + ["algorithm=dpsgd", "privacy.noise_multiplier=1"])
-    dp_model, dp_chunk = pool_memory(dp, data.input_shape, 10, n, m, n // 2)
+    dp_model, dp_chunk = pool_memory(dp, data.input_shape, 10, n, m, n // 2, cpu)
     poisson = 64 + 4 * 8  # q·|S| = batch size 64
-    assert dp_model == 4 * (10 * 2410 + 5 * (n + m) * 10 + 2**20)  # the clipped sums run one model at a time
-    assert dp_chunk == 4 * (2 * cfg.train.eval_batch_size * 64 + 3 * poisson * 138 + 3 * poisson * 2410)
-    cpu = torch.device("cpu")
+    assert dp_model == 4 * (10 * 2410 + 5 * (n + m) * 10 + 2**20 + 3 * poisson * 138)  # vmapped ghost clipping
+    assert dp_chunk == per_chunk
+    # a CNN on a CPU steps one model at a time: its activations are paid once per chunk, not per model
+    cnn, _ = resolve(overrides=TINY + ["model.name=cnn2d"])
+    cnn_model, cnn_chunk = pool_memory(cnn, data.input_shape, 10, n, m, n // 2, cpu)
+    cnn_gpu, cnn_gpu_chunk = pool_memory(cnn, data.input_shape, 10, n, m, n // 2, torch.device("cuda"))
+    assert cnn_model < cnn_gpu and cnn_chunk > cnn_gpu_chunk
     unit = per_model / GIB
     assert chunk_size(None, 10.5 * unit, per_model, 0, cpu, 100) == 10
     assert chunk_size(None, 10.5 * unit, per_model, 2 * per_model, cpu, 100) == 8

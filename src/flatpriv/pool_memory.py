@@ -1,24 +1,27 @@
 """How many models of a pool to train at once: chunks sized to a memory budget.
 
-With P parameters, A activation elements per example (counted on the meta device, no compute), batch B, N + M
-train and test examples and C classes, the estimate in float32 elements is, for every model of a chunk,
+With P parameters, A activation elements per example (counted on the meta device, no compute), batch B (for DP
+pools B' = q·|S| + 4√(q·|S|), a generous Poisson batch), N + M train and test examples and C classes, the
+estimate in float32 elements is, for every model of a chunk,
 
     10·P                   weights, gradient, optimizer state (2 for Adam), pipeline state, ε and w + ε, the
                            displacement copy of ``pool_steps.descend``
-    + 3·B·A  (plain pools) activations kept for backward and their gradients, all models at once under vmap
     + 5·(N + M)·C          the final logits: float32, their argmax, the float16 copies saved and concatenated
     + 1 Mi                 per-model bookkeeping (measured: module objects, allocator slack)
+    + 3·B·A                the step's activations and their gradients (ghost clipping's probes for DP pools),
+                           when the step is one vmap over the models (``pool_steps.vmap_models``)
 
 and once per chunk, for the work done one model at a time,
 
-    2·E·A_max                          the final logits' forward pass without autograd (eval batch E; A_max the
-                                       largest layer output: only a layer's input and output are alive)
-    + 3·B'·A + 3·min(B'·P, 2²⁶)        (DP pools) the clipped-sum oracle on one model's Poisson batch: ghost
-                                       clipping's activations and output gradients, or vmap's per-example
-                                       gradients in chunks of at most 2²⁶ numbers
+    2·E·A_max              the final logits' forward pass without autograd (eval batch E; A_max the largest
+                           layer output: only a layer's input and output are alive)
+    + B·A                  the step, when it runs one model at a time (convolutional models on a CPU; measured
+                           about a third of what the vmap needs per model, which adds grouped-convolution buffers)
+    + 3·min(B'·P, 2²⁶)     DP pools whose clipped sums run per model: per-example gradients where the single
+                           run's oracle materialises them (in chunks of at most 2²⁶ numbers)
 
-with B' = q·|S| + 4√(q·|S|), a generous Poisson batch. It is an estimate, not a measurement: allocator slack and
-temporary buffers come on top, which is why the default budget is half of what the device has free.
+It is an estimate, not a measurement: allocator slack and temporary buffers come on top, which is why the default
+budget is half of what the device has free.
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ import torch
 
 from .config import Config
 from .errors import FlatprivError
+from .ghost import supports_ghost
 from .models import build_model
+from .pool_steps import vmap_models
 from .step import get_algorithm
 
 GIB = 2**30
 
 
 def pool_memory(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_train: int, n_test: int,
-                kept: int) -> tuple[int, int]:
+                kept: int, device: torch.device) -> tuple[int, int]:
     """(bytes per model, bytes per chunk) by the estimate above, for models that keep at most ``kept`` examples."""
     with torch.device("meta"):  # shapes only: no memory, no compute, no draw from the global RNG
         model = build_model(cfg.model, input_shape, num_classes)
@@ -50,15 +55,16 @@ def pool_memory(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_t
     for h in hooks:
         h.remove()
     acts = sum(outputs)
-    batch = cfg.train.batch_size
-    per_model = 10 * params + 5 * (n_train + n_test) * num_classes + 2**20
-    per_chunk = 2 * cfg.train.eval_batch_size * max(outputs)
-    if get_algorithm(cfg.algorithm).private:
+    private = get_algorithm(cfg.algorithm).private
+    batch = float(cfg.train.batch_size)
+    if private:
         q = cfg.privacy.sample_rate if cfg.privacy.sample_rate > 0 else batch / kept
-        poisson = q * kept + 4 * math.sqrt(q * kept)
-        per_chunk += 3 * poisson * acts + 3 * min(poisson * params, 2**26)
-    else:
-        per_model += 3 * batch * acts
+        batch = q * kept + 4 * math.sqrt(q * kept)
+    vectorized = vmap_models(model, device)
+    per_model = 10 * params + 5 * (n_train + n_test) * num_classes + 2**20 + (3 * batch * acts if vectorized else 0)
+    per_chunk = 2 * cfg.train.eval_batch_size * max(outputs) + (0 if vectorized else batch * acts)
+    if private and not (vectorized and supports_ghost(model) and cfg.privacy.clip_method != "vmap"):
+        per_chunk += 3 * min(batch * params, 2**26)
     return int(4 * per_model), int(4 * per_chunk)
 
 

@@ -189,7 +189,7 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
             setup_privacy(cfg, alg.private, alg.releases, alg.noisy, size, data.x_train.device)
     per_model, per_chunk = pool_memory(cfg, data.input_shape, data.num_classes, len(data.y_train),
-                                       len(data.y_test), int(keep.sum(1).max()))
+                                       len(data.y_test), int(keep.sum(1).max()), data.x_train.device)
     chunk_size = choose_chunk(chunk_size, memory_budget, per_model, per_chunk, data.x_train.device, n_models)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
