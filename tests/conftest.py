@@ -13,3 +13,26 @@ TINY = ["data.name=digits", "model.width=32", "model.depth=1", "train.epochs=2",
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Generated data sets go to a per-session cache, never the user's."""
     monkeypatch.setenv("FLATPRIV_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def assert_pool_matches_single_runs(pooled: dict, overrides: list[str], keep, tmp_path, seeds=(5, 6, 7),
+                                    noise_seed: int | None = None) -> list[dict]:
+    """Pool model k trained again as its own ``flatpriv train`` run (seed seeds[k], on the positions keep[k], noise
+    seed noise_seed + 2k when given) ends with the pool's weights to 1e-5. Returns the single runs' summaries."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from flatpriv.config_io import resolve
+    from flatpriv.train import train
+
+    summaries = []
+    for k, seed in enumerate(seeds):
+        extra = [f"seed={seed}"] + ([f"privacy.noise_seed={noise_seed + 2 * k}"] if noise_seed is not None else [])
+        single, _ = resolve(overrides=overrides + extra)
+        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
+        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
+        for name, w in weights.items():
+            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+        summaries.append(s)
+    return summaries

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, assert_pool_matches_single_runs
 
 from flatpriv import pool_dp
 from flatpriv.clipping import clipped_grad
@@ -16,7 +13,6 @@ from flatpriv.data import load_data
 from flatpriv.ghost_pool import pooled_clipped_sums
 from flatpriv.pool import make_keep, train_models
 from flatpriv.pool_dp import stacked_models
-from flatpriv.train import train
 
 
 @pytest.mark.parametrize("model", [["model.name=mlp", "model.width=32"], ["model.name=cnn2d", "model.width=8"],
@@ -48,10 +44,5 @@ def test_dp_cnn_pool_with_vectorized_clipping_equals_separate_runs(tmp_path, mon
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")
     pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
-    for k in range(3):
-        single, _ = resolve(overrides=over + [f"seed={5 + k}", f"privacy.noise_seed={11 + 2 * k}"])
-        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
-        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
-        for name, w in weights.items():
-            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+    for k, s in enumerate(assert_pool_matches_single_runs(pooled, over, keep, tmp_path, noise_seed=11)):
         assert pooled["epsilon"][k] == s["epsilon"]

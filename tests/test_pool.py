@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, assert_pool_matches_single_runs
 
 from flatpriv.cli import main
 from flatpriv.config_io import resolve
@@ -16,7 +16,6 @@ from flatpriv.data import load_data
 from flatpriv.errors import FlatprivError
 from flatpriv.pool import make_keep, train_models
 from flatpriv.pool_run import resume_pool, train_pool
-from flatpriv.train import train
 
 
 def test_keep_masks_exact_fraction_and_seeded():
@@ -65,12 +64,7 @@ def test_bernoulli_pool_equals_separate_runs(tmp_path, case):
     sizes = keep.sum(1)
     assert len({int(np.ceil(m / 32)) for m in sizes}) == 3 and len({round(m / 32) for m in sizes}) == 3
     pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
-    for k in range(3):
-        single, _ = resolve(overrides=over + [f"seed={5 + k}", f"privacy.noise_seed={11 + 2 * k}"])
-        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
-        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
-        for name, w in weights.items():
-            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+    for k, s in enumerate(assert_pool_matches_single_runs(pooled, over, keep, tmp_path, noise_seed=11)):
         if s["epsilon"] is not None:
             assert pooled["epsilon"][k] == s["epsilon"] and pooled["releases"][k] == s["releases"]
             assert pooled["noise_multiplier"][k] == s["noise_multiplier"]
@@ -82,12 +76,8 @@ def test_pool_equals_separate_runs(tmp_path, algorithm):
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=1)
     pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
-    for k in range(3):
-        single_cfg, _ = resolve(overrides=TINY + [f"algorithm={algorithm}", f"seed={5 + k}", "train.epochs=2"])
-        s = train(single_cfg, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
-        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
-        for name, w in weights.items():
-            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+    over = TINY + [f"algorithm={algorithm}", "train.epochs=2"]
+    for k, s in enumerate(assert_pool_matches_single_runs(pooled, over, keep, tmp_path)):
         assert pooled["test_accuracy"][k] == pytest.approx(s["test_accuracy"], abs=2e-3)
 
 
@@ -223,12 +213,7 @@ def test_dp_pool_equals_separate_runs(tmp_path, algorithm):
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=1)
     pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
-    for k in range(3):
-        single, _ = resolve(overrides=TINY + over + [f"seed={5 + k}", f"privacy.noise_seed={11 + 2 * k}"])
-        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
-        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
-        for name, w in weights.items():
-            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+    for k, s in enumerate(assert_pool_matches_single_runs(pooled, TINY + over, keep, tmp_path, noise_seed=11)):
         assert pooled["epsilon"][k] == s["epsilon"] and pooled["releases"][k] == s["releases"]
 
 
@@ -360,9 +345,4 @@ def test_cnn_pool_equals_separate_runs_vmapped_or_one_model_at_a_time(tmp_path, 
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")
     pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
-    for k in range(3):
-        single, _ = resolve(overrides=over + [f"seed={5 + k}"])
-        s = train(single, out=tmp_path, quiet=True, subset=torch.as_tensor(np.flatnonzero(keep[k])))
-        weights = torch.load(Path(s["run_dir"]) / "model.pt", weights_only=True)
-        for name, w in weights.items():
-            torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
+    assert_pool_matches_single_runs(pooled, over, keep, tmp_path)
