@@ -152,8 +152,6 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
         pos = pos.to(device)
         for j in range(steps):
             c = counts[:, j]
-            # state leaves that are not tensors yet (VaSSO's d before its first step) are not mapped over
-            state_dims = tree_map(lambda v: 0 if isinstance(v, torch.Tensor) else None, state)
             if (c == c[0]).all():  # every model has a full (or the same short) batch: the plain mean
                 idx = pos[:, j, :int(c[0])]
                 x, y, pipe = data.x_train[idx], data.y_train[idx], pipelines[0]
@@ -163,6 +161,8 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
                 x, pipe = data.x_train[idx], pipelines[1]
                 y = torch.stack([data.y_train[idx], real.long()], dim=-1)
             if vectorized:
+                # state leaves that are not tensors yet (VaSSO's d before its first step) are not mapped over
+                state_dims = tree_map(lambda v: 0 if isinstance(v, torch.Tensor) else None, state)
                 g, state, _ = vmap(pipe.grad, in_dims=(0, state_dims, 0, 0))(params, state, x, y)
             else:
                 g, state = _one_at_a_time(pipe, params, state, x, y)
