@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from flatpriv.attack_run import _pool_scores
+from flatpriv.analyses.attack import _pool_scores
 from flatpriv.attacks.metrics import attack_metrics
 from flatpriv.privacy.audit import epsilon_lower_bound
 

@@ -19,9 +19,9 @@ from step_time import MODELS, _time_interleaved
 from flatpriv.config import DataConfig, config_from_dict
 from flatpriv.data import load_data
 from flatpriv.models import build_model
+from flatpriv.privacy import PrivateRun, Privatizer
 from flatpriv.privacy.accounting import Ledger
 from flatpriv.privacy.sampling import make_generator
-from flatpriv.private import PrivateRun, Privatizer
 from flatpriv.step import ALGORITHMS, take_step
 
 
@@ -30,7 +30,7 @@ def flatpriv_step(algorithm: str, model: torch.nn.Module, n: int, batch: int, cl
                             "privacy": {"noise_multiplier": 1.0, "clip_norm": 1.0, "clip_method": clip_method}})
     q = batch / n
     priv = PrivateRun(q, 1.0, round(1 / q), Privatizer(1.0, q, batch, make_generator(0), Ledger()),
-                      make_generator(1), "pld", 1e-5, accounted=True)
+                      make_generator(1), "pld", 1e-5, kind="dp")
     params = dict(model.named_parameters())
     pipe = ALGORITHMS[algorithm].pipeline(cfg, model, priv if ALGORITHMS[algorithm].private else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)

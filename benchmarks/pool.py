@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.memorization.curvature import input_curvature
-from flatpriv.pool import make_keep, train_models
+from flatpriv.pools import make_keep, train_models
 from flatpriv.step import take_step
 from flatpriv.train import predict, prepare
 

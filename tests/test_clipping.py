@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from flatpriv import ghost
-from flatpriv.clipping import clipped_grad, supports_ghost
 from flatpriv.config import ModelConfig
-from flatpriv.gradients import mean_grad
 from flatpriv.models import build_model
+from flatpriv.privacy import ghost
+from flatpriv.privacy.clipping import clipped_grad, supports_ghost
+from flatpriv.step.oracles import mean_grad
 from flatpriv.tree import Tree, add, norm
 
 NUM_CLASSES = 5

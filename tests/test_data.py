@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from flatpriv import data as data_mod
 from flatpriv.config import DataConfig
 from flatpriv.data import DATASETS, cache_dir, load_data
+from flatpriv.data import datasets as data_mod
 from flatpriv.errors import FlatprivError
 
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import TINY, assert_pool_matches_single_runs
 
-from flatpriv import pool_dp
-from flatpriv.clipping import clipped_grad
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
-from flatpriv.ghost_pool import pooled_clipped_sums
-from flatpriv.pool import make_keep, train_models
-from flatpriv.pool_dp import stacked_models
+from flatpriv.pools import dp as pool_dp
+from flatpriv.pools import make_keep, train_models
+from flatpriv.pools.stack import stacked_models
+from flatpriv.privacy import clipped_grad
+from flatpriv.privacy.ghost_pool import pooled_clipped_sums
 
 
 @pytest.mark.parametrize("model", [["model.name=mlp", "model.width=32"], ["model.name=cnn2d", "model.width=8"],

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flatpriv import sharpness
 from flatpriv import tree as T
 from flatpriv.config import Config, config_from_dict
-from flatpriv.gradients import mean_grad
 from flatpriv.step import ALGORITHMS, take_step
+from flatpriv.step import ascent as sharpness
+from flatpriv.step.oracles import mean_grad
 
 
 def _mlp(seed: int = 0) -> torch.nn.Module:

@@ -10,12 +10,11 @@ import pytest
 import torch
 from conftest import TINY, assert_pool_matches_single_runs
 
-from flatpriv.cli import main
+from flatpriv.cli.main import main
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.errors import FlatprivError
-from flatpriv.pool import make_keep, train_models
-from flatpriv.pool_run import resume_pool, train_pool
+from flatpriv.pools import make_keep, resume_pool, train_models, train_pool
 
 
 def test_keep_masks_exact_fraction_and_seeded():
@@ -280,7 +279,7 @@ def test_curvature_every_k_epochs_is_averaged_by_flatpriv_curvature(tmp_path, ca
 
 
 def test_chunks_are_sized_to_a_memory_budget(tmp_path, capsys):
-    from flatpriv.pool_memory import GIB, chunk_size, pool_memory
+    from flatpriv.pools.memory import GIB, chunk_size, pool_memory
 
     cfg, _ = resolve(overrides=TINY + ["model.width=32", "model.depth=1", "train.batch_size=64"])
     data = load_data(cfg.data)
@@ -322,7 +321,7 @@ def test_chunks_are_sized_to_a_memory_budget(tmp_path, capsys):
 
 
 def test_ray_tasks_reserve_a_chunks_memory():
-    from flatpriv.pool_run import ray_memory
+    from flatpriv.pools.run import ray_memory
 
     pool = {"chunk_size": 4, "memory_estimate_mib": {"per_model": 10.0, "per_chunk": 24.0}}
     nodes = [{"Alive": True, "Resources": {"memory": 2**30}}, {"Alive": False, "Resources": {"memory": 2**40}}]
@@ -336,7 +335,7 @@ def test_ray_tasks_reserve_a_chunks_memory():
 def test_cnn_pool_equals_separate_runs_vmapped_or_one_model_at_a_time(tmp_path, monkeypatch, vectorized):
     """On a CPU a CNN pool steps one model at a time (pool_steps.vmap_models); forcing the vmap must give the
     same models. VaSSO carries per-model state through both paths; Bernoulli masks give different step counts."""
-    import flatpriv.pool as pool_module
+    import flatpriv.pools.plain as pool_module
 
     monkeypatch.setattr(pool_module, "vmap_models", lambda model, device: vectorized)
     over = TINY + ["model.name=cnn2d", "model.width=8", "algorithm=vasso", "sharpness.rho=0.2",

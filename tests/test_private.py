@@ -12,12 +12,12 @@ import torch
 from conftest import TINY
 from scipy import stats
 
-from flatpriv.cli import main
+from flatpriv.cli.main import main
 from flatpriv.config_io import resolve
 from flatpriv.errors import FlatprivError
+from flatpriv.privacy import Privatizer
 from flatpriv.privacy.accounting import Ledger, epsilon
 from flatpriv.privacy.sampling import make_generator, poisson_indices
-from flatpriv.private import Privatizer
 from flatpriv.step import ALGORITHMS, take_step
 from flatpriv.train import prepare, resume, train
 

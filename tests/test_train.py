@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from flatpriv.cli import main
+from flatpriv.cli.main import main
 from flatpriv.config_io import resolve
 from flatpriv.train import resume, train
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from flatpriv.config import ModelConfig
-from flatpriv.errors import FlatprivError
+from .config import ModelConfig
+from .errors import FlatprivError
 
 MODELS: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d", "resnet")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}

@@ -26,9 +26,8 @@ from .data import Dataset, load_data
 from .errors import FlatprivError
 from .memorization.curvature import input_curvature
 from .models import build_model, count_parameters
-from .privacy.accounting import NEIGHBOURING, accountant_description
+from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
 from .privacy.sampling import poisson_indices
-from .private import NOISY_NOTE, PrivateRun, setup_privacy
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 
 CHECKPOINT = "checkpoint.pt"
@@ -65,7 +64,7 @@ def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
     if subset is not None:
         data = data.subset(subset)
     n = len(data.y_train)
-    private = setup_privacy(cfg, algorithm.private, algorithm.releases, algorithm.noisy, n, device)
+    private = setup_privacy(cfg, algorithm, n, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     steps_per_epoch = private.steps_per_epoch if private else math.ceil(n / cfg.train.batch_size)
@@ -177,15 +176,13 @@ def _batches(s: Setup, gen: torch.Generator, n: int, bs: int) -> Any:
 def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
     p = s.private
     if p is None:
-        return {"epsilon": None, "delta": None, "accountant": None, "neighbouring": None}
+        return privacy_summary("plain")
     if not p.accounted:
-        return {"epsilon": None, "delta": None, "accountant": None, "neighbouring": None,
-                "noise_multiplier": p.noise_multiplier,
-                "epsilon_note": NOISY_NOTE}
-    return {"epsilon": last["epsilon"], "delta": p.delta, "accountant": accountant_description(p.accountant),
-            "neighbouring": NEIGHBOURING, "noise_multiplier": p.noise_multiplier, "sample_rate": p.sample_rate,
-            "clip_norm": s.cfg.privacy.clip_norm, "releases": p.privatizer.ledger.releases,
-            "expected_batch_size": p.privatizer.expected_batch_size}
+        return privacy_summary("noisy", p.noise_multiplier)
+    return privacy_summary("dp", p.noise_multiplier, last["epsilon"], p.delta, p.accountant,
+                           sample_rate=p.sample_rate, clip_norm=s.cfg.privacy.clip_norm,
+                           releases=p.privatizer.ledger.releases,
+                           expected_batch_size=p.privatizer.expected_batch_size)
 
 
 def train(cfg: Config, name: str = "custom", out: str | Path = "runs", quiet: bool = False,

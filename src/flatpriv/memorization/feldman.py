@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from flatpriv.errors import FlatprivError
+from ..errors import FlatprivError
 
 __all__ = ["MemResult", "check_pool", "correctness", "influence", "memorization"]
 

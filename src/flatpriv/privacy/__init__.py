@@ -1,4 +1,23 @@
-"""Differential-privacy accounting (dp-accounting based; numpy/scipy/dp_accounting only, never torch)."""
+"""Differential privacy: the mechanisms next to their accounting, as jax_privacy keeps them.
+
+What lives here:
+
+* mechanisms (torch): :mod:`.clipping` (the clipped-sum oracle Σ clip_C(∇ℓ_i) carrying its sensitivity C),
+  :mod:`.ghost` (per-layer ghost norms) and :mod:`.ghost_pool` (the same, vmapped over a pool's model axis),
+  :mod:`.sampling` (Poisson sampling, the one noise draw), :mod:`.privatizer` (the pure Gaussian mechanism,
+  the run state that feeds it, and :func:`setup_privacy`, which refuses what would break DP);
+* accounting and audit (numpy/scipy/dp-accounting, never torch): :mod:`.accounting` (PLD/RDP, the ledger,
+  calibration), :mod:`.audit` (empirical ε lower bounds).
+
+Imports: ``flatpriv.tree``, ``flatpriv.config``, ``flatpriv.errors`` and the array-only ``flatpriv.attacks``
+(the audit); nothing of the training stack. ``import flatpriv.privacy`` loads no torch: the torch-based names
+below are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .accounting import (
     ACCOUNTANTS,
@@ -11,6 +30,9 @@ from .accounting import (
     epsilon_from_ledger,
 )
 
+_LAZY = {"Noise": "privatizer", "PrivateRun": "privatizer", "Privatizer": "privatizer", "privatize": "privatizer",
+         "setup_privacy": "privatizer", "clipped_grad": "clipping", "supports_ghost": "clipping"}
+
 __all__ = [
     "ACCOUNTANTS",
     "NEIGHBOURING",
@@ -20,4 +42,11 @@ __all__ = [
     "calibrate_noise",
     "epsilon",
     "epsilon_from_ledger",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'flatpriv.privacy' has no attribute {name!r}")

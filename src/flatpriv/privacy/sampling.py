@@ -27,7 +27,14 @@ def poisson_indices(n: int, sample_rate: float, generator: torch.Generator) -> t
     return mask.nonzero().squeeze(1)
 
 
+def standard_normal(like: Tree, generator: torch.Generator) -> Tree:
+    """z ~ N(0, I) with the shapes and dtypes of ``like``, leaf by leaf in the tree's order, from ``generator``
+    (on the generator's device). The one noise draw of flatpriv: single runs and pools (model k's draw from its
+    own generator, outside any vmap) both come through here, so a pool member draws what its single run draws."""
+    return {k: torch.randn(v.shape, generator=generator, device=generator.device, dtype=v.dtype)
+            for k, v in like.items()}
+
+
 def gaussian_like(tree: Tree, std: float, generator: torch.Generator) -> Tree:
-    """N(0, std² I) with the shapes of ``tree``, drawn from ``generator`` (on the generator's device)."""
-    return {k: torch.randn(v.shape, generator=generator, device=generator.device, dtype=v.dtype) * std
-            for k, v in tree.items()}
+    """N(0, std² I) with the shapes of ``tree``: std · :func:`standard_normal`."""
+    return {k: z * std for k, z in standard_normal(tree, generator).items()}

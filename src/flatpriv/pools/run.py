@@ -16,16 +16,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import results
-from .config import Config, config_from_dict, config_to_dict
-from .data import load_data
-from .errors import FlatprivError
-from .pool import POOL_FILE, check_poolable, make_keep, train_models
-from .pool_memory import chunk_size as choose_chunk
-from .pool_memory import pool_memory
-from .private import NOISY_NOTE, setup_privacy
-from .step import get_algorithm
-from .train import resolve_device
+from .. import results
+from ..config import Config, config_from_dict, config_to_dict
+from ..data import load_data
+from ..errors import FlatprivError
+from ..privacy.privatizer import privacy_summary, setup_privacy
+from ..step import get_algorithm
+from ..train import resolve_device
+from .masks import make_keep
+from .memory import chunk_size as choose_chunk
+from .memory import pool_memory
+from .plain import POOL_FILE, train_models
 
 
 def chunk_arrays(cfg_dict: dict[str, Any], keep_rows: np.ndarray, seeds: list[int], canaries: np.ndarray | None,
@@ -107,22 +108,17 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
 
 
 def _privacy(cfg: Config, private: dict[str, np.ndarray]) -> dict[str, Any]:
-    if not private:
-        if get_algorithm(cfg.algorithm).noisy:
-            return {"epsilon": None, "delta": None, "accountant": None,
-                    "noise_multiplier": cfg.privacy.noise_multiplier,
-                    "epsilon_note": NOISY_NOTE}
-        return {"epsilon": None, "delta": None, "accountant": None}
-    from .privacy.accounting import NEIGHBOURING, accountant_description
-
+    kind = get_algorithm(cfg.algorithm).kind
+    if kind != "dp":
+        return privacy_summary(kind, cfg.privacy.noise_multiplier)
     eps, sigma, q = private["epsilon"], private["noise_multiplier"], private["sample_rate"]
     same = bool((eps == eps[0]).all() and (sigma == sigma[0]).all() and (q == q[0]).all())
-    return {"epsilon": float(eps.max()), "delta": cfg.privacy.delta,
-            "accountant": accountant_description(cfg.privacy.accountant), "neighbouring": NEIGHBOURING,
-            "epsilon_note": "every model has the same (σ, q, steps) ledger, so this ε holds for each model" if same
-            else "the largest ε over the models (Bernoulli masks: each model has its own subset size, q_k, σ_k "
-                 "and ε_k, listed in models.jsonl); it holds for each model",
-            "noise_multiplier": float(sigma[0]) if same else None, "sample_rate": float(q[0]) if same else None}
+    return privacy_summary(
+        "dp", float(sigma[0]) if same else None, float(eps.max()), cfg.privacy.delta, cfg.privacy.accountant,
+        epsilon_note="every model has the same (σ, q, steps) ledger, so this ε holds for each model" if same
+        else "the largest ε over the models (Bernoulli masks: each model has its own subset size, q_k, σ_k "
+             "and ε_k, listed in models.jsonl); it holds for each model",
+        sample_rate=float(q[0]) if same else None)
 
 
 def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,18 +172,17 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
     """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
 
     ``chunk_size`` models are trained at once; by default as many as fit ``memory_budget`` GiB (default: half the
-    device's free memory) by :mod:`flatpriv.pool_memory`'s estimate, at most 64.
+    device's free memory) by :mod:`flatpriv.pools.memory`'s estimate, at most 64.
     ``canaries``: relabel that many training examples (saved as arrays/canaries.npy) for the privacy audit.
     """
     if n_models < 2:
         raise FlatprivError(f"--models {n_models}: a pool needs at least 2 models")
-    check_poolable(cfg.algorithm)
     data = load_data(cfg.data, resolve_device(cfg.train.device))
     keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed, keep_mode)
     alg = get_algorithm(cfg.algorithm)
     if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
-            setup_privacy(cfg, alg.private, alg.releases, alg.noisy, size, data.x_train.device)
+            setup_privacy(cfg, alg, size, data.x_train.device)
     per_model, per_chunk = pool_memory(cfg, data.input_shape, data.num_classes, len(data.y_train),
                                        len(data.y_test), int(keep.sum(1).max()), data.x_train.device)
     chunk_size = choose_chunk(chunk_size, memory_budget, per_model, per_chunk, data.x_train.device, n_models)

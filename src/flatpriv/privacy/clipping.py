@@ -6,12 +6,12 @@ with ℓ_i the cross-entropy of example i and ‖·‖₂ the global norm over A
 removing one example moves the sum by at most C in L2 norm: the oracle carries ``sensitivity = C`` (2C under
 replace-one neighbours, which the accountant handles).
 
-Same calling convention as :func:`flatpriv.gradients.mean_grad`: ``oracle(params, x, y)`` evaluates the model with
+Same calling convention as :func:`flatpriv.step.oracles.mean_grad`: ``oracle(params, x, y)`` evaluates the model with
 ``torch.func.functional_call`` at whatever tree it is given (DP-SAT passes w + ε), never mutating the model.
 
 Two interchangeable methods (identical results up to float rounding):
 
-* ``"ghost"`` (:mod:`flatpriv.ghost`): ghost norms / book-keeping (Li et al. 2022; Bu et al. 2023), one forward
+* ``"ghost"`` (:mod:`flatpriv.privacy.ghost`): ghost norms / book-keeping (Li et al. 2022; Bu et al. 2023), one forward
   and one backward, per-example norms from layer inputs and output gradients, the clipped sum as one weighted
   matmul per layer. Needs every parameter in a supported layer (:func:`supports_ghost`).
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(ℓ))`` over single examples, materialising every
@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from ..tree import Tree
 from .ghost import GhostUnsupported, ghost_layers, ghost_norms, supports_ghost
-from .tree import Tree
 
-__all__ = ["ClipInfo", "ClippedOracle", "clipped_grad", "supports_ghost"]
+__all__ = ["ClipInfo", "ClippedOracle", "clip_factor", "clipped_grad", "supports_ghost"]
 
 METHODS = ("auto", "ghost", "vmap")
 _VMAP_MAX_ELEMENTS = 2**26  # per-example gradient elements (B_chunk × #params) materialised at once
@@ -61,6 +61,11 @@ class ClippedOracle(Protocol):
     def __call__(
         self, params: Tree, x: torch.Tensor, y: torch.Tensor, return_norms: bool = False
     ) -> tuple[Tree, ClipInfo]: ...
+
+
+def clip_factor(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
+    """min(1, C/(‖∇ℓ_i‖ + 1e-6)) per example: the one clip factor of single runs and pools (C = inf gives 1)."""
+    return (clip_norm / (norms + _STABILITY)).clamp(max=1.0)
 
 
 Chunk = tuple[torch.Tensor, Callable[[torch.Tensor], Tree], torch.Tensor]  # (‖∇ℓ_i‖², c ↦ Σ c_i ∇ℓ_i, Σ ℓ_i)
@@ -137,7 +142,7 @@ class _Clipped:
         all_norms, loss = [], torch.zeros((), dtype=ref.dtype, device=ref.device)
         for sq, clipped_sum, loss_sum in self._chunks(params, x, y):
             norm = sq.sqrt()
-            factor = (self.sensitivity / (norm + _STABILITY)).clamp(max=1.0)  # C = inf gives factor 1
+            factor = clip_factor(norm, self.sensitivity)
             part = clipped_sum(factor)
             total = part if total is None else {k: total[k] + part[k] for k in total}
             all_norms.append(norm)

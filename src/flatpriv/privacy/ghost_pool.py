@@ -1,10 +1,10 @@
 """Ghost clipping vectorized over a pool's model axis: Σ_i w_i·clip_C(∇ℓ_i) for K models in one computation.
 
-:mod:`flatpriv.ghost` gets each layer's input a and output gradient g = ∂(Σ_i ℓ_i)/∂s from module hooks and
+:mod:`flatpriv.privacy.ghost` gets each layer's input a and output gradient g = ∂(Σ_i ℓ_i)/∂s from module hooks and
 ``torch.autograd.grad``, which cannot run inside ``torch.func.vmap``. Here the same quantities come from function
 transforms: a forward hook adds a zero probe δ to every output of a supported layer, s' = s + δ, and records its
 input, so ``torch.func.grad`` with respect to the probes is exactly g and the recorded inputs are a. The per-layer
-rules of :mod:`flatpriv.ghost` (ghost norm or materialised G_i, whichever is cheaper; GroupNorm; Embedding) then
+rules of :mod:`flatpriv.privacy.ghost` (ghost norm or materialised G_i, whichever is cheaper; GroupNorm; Embedding) then
 give ‖∇ℓ_i‖² and the clipped sum as one weighted product per layer, and ``vmap`` runs all of it over the model axis:
 no per-example gradient is materialised beyond what the rules choose, and no Python loop runs over the models.
 
@@ -21,15 +21,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .clipping import clip_factor
 from .ghost import ghost_layers
 
-_STABILITY = 1e-6  # as in clipping.py: min(1, C/(‖∇ℓ_i‖ + 1e-6))
-Sums = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+Tree = dict[str, torch.Tensor]
+Sums = Callable[[Tree, torch.Tensor, torch.Tensor, torch.Tensor], Tree]
+WeightedClip = Callable[[Tree, torch.Tensor, torch.Tensor, torch.Tensor], tuple[Tree, torch.Tensor]]
 
 
-def pooled_clipped_sums(base: nn.Module, clip_norm: float) -> Sums:
-    """``sums(params [K, ...], x [K, B, ...], y [K, B], w [K, B]) -> {name: [K, ...]}``; call only when
-    :func:`flatpriv.ghost.supports_ghost` holds for ``base``."""
+def weighted_clipped_sum(base: nn.Module, clip_norm: float) -> WeightedClip:
+    """``clip(params, x [B, ...], y [B], w [B]) -> (Σ_i w_i·clip_C(∇ℓ_i), Σ_i w_i ℓ_i)`` for ONE model, built from
+    function transforms only, so it runs under ``vmap`` over a pool's model axis; call only when
+    :func:`flatpriv.privacy.ghost.supports_ghost` holds for ``base``."""
     layers = ghost_layers(base)
     shapes: dict[tuple, list[list[torch.Size]]] = {}  # input shape -> output shapes of every call of every layer
 
@@ -47,8 +50,8 @@ def pooled_clipped_sums(base: nn.Module, clip_norm: float) -> Sums:
             shapes[x_shape] = seen
         return shapes[x_shape]
 
-    def weighted_loss(params: dict, probes: list[list[torch.Tensor]], x: torch.Tensor, y: torch.Tensor,
-                      w: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    def weighted_loss(params: Tree, probes: list[list[torch.Tensor]], x: torch.Tensor, y: torch.Tensor,
+                      w: torch.Tensor) -> tuple[torch.Tensor, tuple[list[list[torch.Tensor]], torch.Tensor]]:
         inputs: list[list[torch.Tensor]] = [[] for _ in layers]
 
         def hook(k: int) -> Callable:
@@ -64,10 +67,13 @@ def pooled_clipped_sums(base: nn.Module, clip_norm: float) -> Sums:
         finally:
             for h in handles:
                 h.remove()
-        return (F.cross_entropy(logits, y, reduction="none") * w).sum(), inputs
+        loss = (F.cross_entropy(logits, y, reduction="none") * w).sum()
+        return loss, (inputs, loss.detach())
 
-    def one_model(params: dict, probes: list, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict:
-        g, inputs = grad(weighted_loss, argnums=1, has_aux=True)(params, probes, x, y, w)
+    def clip(params: Tree, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[Tree, torch.Tensor]:
+        probes = [[torch.zeros(s, device=x.device, dtype=x.dtype) for s in calls] for calls in probe_shapes(x.shape)]
+        params = {k: v.detach() for k, v in params.items()}
+        g, (inputs, loss) = grad(weighted_loss, argnums=1, has_aux=True)(params, probes, x, y, w)
         sq = torch.zeros_like(w)
         finishers = []
         for (prefix, m, rule), a_calls, g_calls in zip(layers, inputs, g):
@@ -75,15 +81,19 @@ def pooled_clipped_sums(base: nn.Module, clip_norm: float) -> Sums:
                 layer_sq, finish = rule(m, list(zip(a_calls, g_calls)), x.shape[0])
                 sq = sq + layer_sq
                 finishers.append((prefix, finish))
-        c = torch.clamp(clip_norm / (sq.sqrt() + _STABILITY), max=1.0) * w
+        c = clip_factor(sq.sqrt(), clip_norm) * w
         out = {prefix + k: v for prefix, finish in finishers for k, v in finish(c).items()}
-        return {k: out[k] if k in out else torch.zeros_like(v) for k, v in params.items()}
+        return {k: out[k] if k in out else torch.zeros_like(v) for k, v in params.items()}, loss
 
-    def sums(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             w: torch.Tensor) -> dict[str, torch.Tensor]:
-        probes = [[torch.zeros(s, device=x.device, dtype=x.dtype) for s in calls]
-                  for calls in probe_shapes(x.shape[1:])]
-        return vmap(one_model, in_dims=(0, None, 0, 0, 0))({k: v.detach() for k, v in params.items()}, probes,
-                                                           x, y, w)
+    return clip
+
+
+def pooled_clipped_sums(base: nn.Module, clip_norm: float) -> Sums:
+    """``sums(params [K, ...], x [K, B, ...], y [K, B], w [K, B]) -> {name: [K, ...]}``: :func:`weighted_clipped_sum`
+    vmapped over the model axis."""
+    clip = weighted_clipped_sum(base, clip_norm)
+
+    def sums(params: Tree, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> Tree:
+        return vmap(clip)(params, x, y, w)[0]
 
     return sums

@@ -31,12 +31,12 @@ import os
 
 import torch
 
-from .config import Config
-from .errors import FlatprivError
-from .ghost import supports_ghost
-from .models import build_model
-from .pool_steps import vmap_models
-from .step import get_algorithm
+from ..config import Config
+from ..errors import FlatprivError
+from ..models import build_model
+from ..privacy.ghost import supports_ghost
+from ..step import get_algorithm
+from .steps import vmap_models
 
 GIB = 2**30
 

@@ -7,7 +7,7 @@
   long-tail model of Feldman (2020, "Does learning require memorization?"): a rare group's centre is drawn
   independently of its class's centre, so its label can only be memorised, not inferred.
 * ``mnist``, ``fashion-mnist``, ``cifar10``: read from ``data.root`` in torchvision's layout
-  (see :mod:`flatpriv.imagefiles`), scaled to [0, 1], then normalised per channel with the mean/std of the
+  (see :mod:`flatpriv.data.imagefiles`), scaled to [0, 1], then normalised per channel with the mean/std of the
   full training set.
 
 Afterwards ``limit_train`` keeps a prefix of the training set and symmetric label noise is applied.
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from flatpriv.config import DataConfig
-from flatpriv.errors import FlatprivError
-from flatpriv.imagefiles import read_cifar10_split, read_idx_split
+from ..config import DataConfig
+from ..errors import FlatprivError
+from .imagefiles import read_cifar10_split, read_idx_split
 
 DATASETS: tuple[str, ...] = ("mnist1d", "digits", "synthetic-longtail", "mnist", "fashion-mnist", "cifar10")
 _NOISE_SALT = 0x1AB31  # separates the label-noise stream from the generator stream of the same seed

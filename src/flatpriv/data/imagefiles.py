@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flatpriv.errors import FlatprivError
+from ..errors import FlatprivError
 
 IDX_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_FILES = {

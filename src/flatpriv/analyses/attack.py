@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from . import results
-from .analysis import load_pool
-from .attacks.lira import LiRA, leave_one_out
-from .attacks.metrics import attack_metrics, plot_roc, roc
-from .attacks.scores import logit_scaled_confidence, per_class_leave_one_out, threshold_scores
-from .errors import FlatprivError
-from .privacy.audit import epsilon_lower_bound
+from .. import results
+from ..attacks.lira import LiRA, leave_one_out
+from ..attacks.metrics import attack_metrics, plot_roc, roc
+from ..attacks.scores import logit_scaled_confidence, per_class_leave_one_out, threshold_scores
+from ..errors import FlatprivError
+from ..privacy.audit import epsilon_lower_bound
+from .memorization import load_pool
 
 ATTACKS = ("loss", "loss_per_class", "confidence", "confidence_per_class", "mentr", "mentr_per_class",
            "lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed")

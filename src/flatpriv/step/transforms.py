@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import tree as T
-from .tree import Tree
+from .. import tree as T
+from ..tree import Tree
 
 State = Any
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .errors import FlatprivError
+from ..errors import FlatprivError
 
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    from .config_io import resolve
-    from .train import resume, train
+    from ..config_io import resolve
+    from ..train import resume, train
 
     if a.resume:
         if a.preset or a.config or a.overrides:
@@ -36,8 +36,8 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
-    from .config_io import resolve
-    from .pool_run import resume_pool, train_pool
+    from ..config_io import resolve
+    from ..pools.run import resume_pool, train_pool
 
     if a.resume:
         summary = resume_pool(a.resume, quiet=a.quiet or a.json, backend=a.backend, ray_address=a.ray_address)
@@ -59,7 +59,7 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
-    from .analysis import run_memorization
+    from ..analyses.memorization import run_memorization
 
     summary = run_memorization(a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets)
     if not a.json:
@@ -74,7 +74,7 @@ def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
-    from .attack_run import run_attack
+    from ..analyses.attack import run_attack
 
     summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap)
     if not a.json:
@@ -92,7 +92,7 @@ def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
-    from .curvature_run import run_curvature
+    from ..analyses.curvature import run_curvature
 
     summary = run_curvature(a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method,
                             seed=a.seed)
@@ -109,7 +109,7 @@ def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
-    from .config_io import describe_presets
+    from ..config_io import describe_presets
 
     rows = describe_presets()
     if not a.json:
@@ -120,7 +120,7 @@ def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
-    from .step import ALGORITHMS
+    from ..step import ALGORITHMS
 
     if not a.json:
         for alg in ALGORITHMS.values():
@@ -129,7 +129,7 @@ def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_privacy(a: argparse.Namespace) -> dict[str, Any]:
-    from .privacy.accounting import NEIGHBOURING, accountant_description, calibrate_noise, epsilon
+    from ..privacy.accounting import NEIGHBOURING, accountant_description, calibrate_noise, epsilon
 
     common = {"sample_rate": a.sample_rate, "steps": a.steps, "delta": a.delta, "accountant": a.accountant,
               "releases_per_step": a.releases_per_step}

@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy.special import entr
 
-from flatpriv.errors import FlatprivError
+from ..errors import FlatprivError
 
 __all__ = ["Histogram", "bucket_comparison", "entropy_buckets", "influence_entropy", "memorization_histogram"]
 

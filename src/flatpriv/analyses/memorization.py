@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import plots, results
-from .errors import FlatprivError
-from .memorization import bucket_comparison, check_pool, correctness, entropy_buckets, influence, memorization
-from .memorization.influence import influence_entropy
+from .. import plots, results
+from ..errors import FlatprivError
+from ..memorization import bucket_comparison, check_pool, correctness, entropy_buckets, influence, memorization
+from ..memorization.entropy import influence_entropy
 
 
 def load_pool(run_dir: str | Path) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..errors import FlatprivError
+from ..results import dumps
 from . import commands as c
-from .errors import FlatprivError
-from .results import dumps
 
 EXIT_USAGE = 2
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .tree import Tree
+from ..tree import Tree
 
 Finish = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # factors c [B] -> clipped sums of one layer
 Calls = list[tuple[torch.Tensor, torch.Tensor]]  # (layer input a, output gradient g) per call of the module

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from . import plots, results
-from .analysis import load_pool
-from .config import config_from_dict
-from .data import load_data
-from .errors import FlatprivError
-from .memorization import correctness, memorization
-from .memorization.curvature import aggregate, input_curvature
-from .models import build_model
-from .train import resolve_device
+from .. import plots, results
+from ..config import config_from_dict
+from ..data import load_data
+from ..errors import FlatprivError
+from ..memorization import correctness, memorization
+from ..memorization.curvature import aggregate, input_curvature
+from ..models import build_model
+from ..train import resolve_device
+from .memorization import load_pool
 
 
 def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .config import Config
-from .step import make_optimizer
+from ..config import Config
+from ..step.optim import make_optimizer
 
 
 def vmap_models(model: torch.nn.Module, device: torch.device) -> bool:

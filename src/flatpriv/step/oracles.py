@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .tree import Tree
+from ..tree import Tree
 
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 

@@ -1,0 +1,9 @@
+"""Command line: the argparse parser (:mod:`.main`) and one function per command (:mod:`.commands`).
+
+Each command parses, calls one library function and prints; errors are one line on stderr with exit code 2.
+Imports: anything in flatpriv (it is the top layer); nothing imports it except ``flatpriv.__main__``.
+"""
+
+from .main import build_parser, main
+
+__all__ = ["build_parser", "main"]
