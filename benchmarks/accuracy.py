@@ -32,22 +32,48 @@ def main() -> None:
             for seed in range(a.seeds):
                 cfg, name = resolve(preset, overrides=[f"algorithm={alg}", f"seed={seed}", *a.overrides])
                 s = train(cfg, name=name, out=out, quiet=True)
-                runs.append({k: s.get(k) for k in ("seed", "test_accuracy", "train_accuracy", "wall_seconds",
-                                                   "epsilon", "noise_multiplier", "run_dir")})
+                runs.append(
+                    {
+                        k: s.get(k)
+                        for k in (
+                            "seed",
+                            "test_accuracy",
+                            "train_accuracy",
+                            "wall_seconds",
+                            "epsilon",
+                            "noise_multiplier",
+                            "run_dir",
+                        )
+                    }
+                )
             acc = [r["test_accuracy"] for r in runs]
-            rows.append({"preset": preset, "model": cfg.model.name, "algorithm": alg, "epochs": cfg.train.epochs,
-                         "test_accuracy_mean": statistics.mean(acc), "test_accuracy_sd": statistics.stdev(acc),
-                         "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs), "runs": runs})
+            rows.append(
+                {
+                    "preset": preset,
+                    "model": cfg.model.name,
+                    "algorithm": alg,
+                    "epochs": cfg.train.epochs,
+                    "test_accuracy_mean": statistics.mean(acc),
+                    "test_accuracy_sd": statistics.stdev(acc),
+                    "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+                    "runs": runs,
+                }
+            )
             print(f"{preset} {alg}: {statistics.mean(acc):.4f} ± {statistics.stdev(acc):.4f}", file=sys.stderr)
-    print("| preset | model | algorithm | epochs | ε (from summary.json) | test accuracy (mean ± sd) | wall s / run |",
-          file=sys.stderr)
+    print(
+        "| preset | model | algorithm | epochs | ε (from summary.json) | test accuracy (mean ± sd) | wall s / run |",
+        file=sys.stderr,
+    )
     print("|---|---|---|---|---|---|---|", file=sys.stderr)
     for r in rows:
         eps = [x["epsilon"] for x in r["runs"] if x["epsilon"] is not None]
         eps_text = f"{max(eps):.3f}" if eps else "–"
-        print(f"| {r['preset']} | {r['model']} | {r['algorithm']} | {r['epochs']} | {eps_text} | "
-              f"{100 * r['test_accuracy_mean']:.1f} ± {100 * r['test_accuracy_sd']:.1f} % | "
-              f"{r['wall_seconds_mean']:.1f} |", file=sys.stderr)
+        print(
+            f"| {r['preset']} | {r['model']} | {r['algorithm']} | {r['epochs']} | {eps_text} | "
+            f"{100 * r['test_accuracy_mean']:.1f} ± {100 * r['test_accuracy_sd']:.1f} % | "
+            f"{r['wall_seconds_mean']:.1f} |",
+            file=sys.stderr,
+        )
     print(json.dumps({"seeds": a.seeds, "out": out, "rows": rows}))
 
 

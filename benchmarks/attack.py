@@ -43,9 +43,20 @@ def main() -> None:
     t2 = time.perf_counter()
     epsilon_lower_bound(*[x.ravel() for x in scores["lira_online_fixed"]])
     t_audit = time.perf_counter() - t2
-    print(json.dumps({"models": k, "examples": n, "attacks": len(scores), "scoring_seconds": round(t_scores, 2),
-                      "metrics_seconds": round(t_metrics, 2), "bootstrap": a.bootstrap,
-                      "audit_seconds_one_attack": round(t_audit, 2), "auc": aucs}))
+    print(
+        json.dumps(
+            {
+                "models": k,
+                "examples": n,
+                "attacks": len(scores),
+                "scoring_seconds": round(t_scores, 2),
+                "metrics_seconds": round(t_metrics, 2),
+                "bootstrap": a.bootstrap,
+                "audit_seconds_one_attack": round(t_audit, 2),
+                "auc": aucs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

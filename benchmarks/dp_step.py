@@ -26,11 +26,24 @@ from flatpriv.step import ALGORITHMS, take_step
 
 
 def flatpriv_step(algorithm: str, model: torch.nn.Module, n: int, batch: int, clip_method: str = "auto"):
-    cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.03},
-                            "privacy": {"noise_multiplier": 1.0, "clip_norm": 1.0, "clip_method": clip_method}})
+    cfg = config_from_dict(
+        {
+            "algorithm": algorithm,
+            "sharpness": {"rho": 0.03},
+            "privacy": {"noise_multiplier": 1.0, "clip_norm": 1.0, "clip_method": clip_method},
+        }
+    )
     q = batch / n
-    priv = PrivateRun(q, 1.0, round(1 / q), Privatizer(1.0, q, batch, make_generator(0), Ledger()),
-                      make_generator(1), "pld", 1e-5, kind="dp")
+    priv = PrivateRun(
+        q,
+        1.0,
+        round(1 / q),
+        Privatizer(1.0, q, batch, make_generator(0), Ledger()),
+        make_generator(1),
+        "pld",
+        1e-5,
+        kind="dp",
+    )
     params = dict(model.named_parameters())
     pipe = ALGORITHMS[algorithm].pipeline(cfg, model, priv if ALGORITHMS[algorithm].private else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
@@ -38,6 +51,7 @@ def flatpriv_step(algorithm: str, model: torch.nn.Module, n: int, batch: int, cl
 
     def step(x, y):
         state[0], _ = take_step(pipe, params, state[0], opt, x, y)
+
     return step
 
 
@@ -49,8 +63,15 @@ def opacus_step(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor
     engine = PrivacyEngine()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = engine.make_private(module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
-                                  max_grad_norm=1.0, grad_sample_mode=mode, criterion=torch.nn.CrossEntropyLoss())
+        out = engine.make_private(
+            module=model,
+            optimizer=opt,
+            data_loader=loader,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            grad_sample_mode=mode,
+            criterion=torch.nn.CrossEntropyLoss(),
+        )
     module, optimizer = out[0], out[1]
     criterion = out[2] if mode == "ghost" else torch.nn.CrossEntropyLoss()
 
@@ -59,6 +80,7 @@ def opacus_step(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor
         loss = criterion(module(x), y)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -78,36 +100,52 @@ def main() -> None:
     batches = [(data.x_train[i], data.y_train[i]) for i in idx]
     try:
         import opacus
+
         opacus_version: str | None = opacus.__version__
     except ImportError:
         opacus_version = None
-    out: dict = {"device": str(device), "expected_batch_size": a.batch_size, "steps": a.steps,
-                 "torch": torch.__version__, "opacus": opacus_version, "threads": torch.get_num_threads(),
-                 "models": {}}
+    out: dict = {
+        "device": str(device),
+        "expected_batch_size": a.batch_size,
+        "steps": a.steps,
+        "torch": torch.__version__,
+        "opacus": opacus_version,
+        "threads": torch.get_num_threads(),
+        "models": {},
+    }
     for mname, mcfg in MODELS.items():
+
         def fresh(mcfg=mcfg) -> torch.nn.Module:
             torch.manual_seed(0)
             return build_model(mcfg, data.input_shape, data.num_classes).to(device)
-        steps = {"sgd": flatpriv_step("sgd", fresh(), n, a.batch_size),
-                 "dpsgd_ghost": flatpriv_step("dpsgd", fresh(), n, a.batch_size, "ghost"),
-                 "dpsgd_vmap": flatpriv_step("dpsgd", fresh(), n, a.batch_size, "vmap"),
-                 "dpsat": flatpriv_step("dpsat", fresh(), n, a.batch_size),
-                 "dpsam": flatpriv_step("dpsam", fresh(), n, a.batch_size)}
+
+        steps = {
+            "sgd": flatpriv_step("sgd", fresh(), n, a.batch_size),
+            "dpsgd_ghost": flatpriv_step("dpsgd", fresh(), n, a.batch_size, "ghost"),
+            "dpsgd_vmap": flatpriv_step("dpsgd", fresh(), n, a.batch_size, "vmap"),
+            "dpsat": flatpriv_step("dpsat", fresh(), n, a.batch_size),
+            "dpsam": flatpriv_step("dpsam", fresh(), n, a.batch_size),
+        }
         if opacus_version:
             for mode in ("hooks", "ghost"):
                 steps[f"opacus_{mode}"] = opacus_step(fresh(), data.x_train, data.y_train, a.batch_size, mode)
-        med = {k: statistics.median(v) * 1e3
-               for k, v in _time_interleaved(steps, batches, device, a.warmup).items()}
-        row: dict = {"median_step_ms": {k: round(v, 4) for k, v in med.items()},
-                     "dpsgd_over_sgd": round(med["dpsgd_ghost"] / med["sgd"], 3),
-                     "dpsgd_vmap_over_sgd": round(med["dpsgd_vmap"] / med["sgd"], 3),
-                     "dpsat_over_dpsgd": round(med["dpsat"] / med["dpsgd_ghost"], 3),
-                     "dpsam_over_dpsgd": round(med["dpsam"] / med["dpsgd_ghost"], 3)}
+        med = {k: statistics.median(v) * 1e3 for k, v in _time_interleaved(steps, batches, device, a.warmup).items()}
+        row: dict = {
+            "median_step_ms": {k: round(v, 4) for k, v in med.items()},
+            "dpsgd_over_sgd": round(med["dpsgd_ghost"] / med["sgd"], 3),
+            "dpsgd_vmap_over_sgd": round(med["dpsgd_vmap"] / med["sgd"], 3),
+            "dpsat_over_dpsgd": round(med["dpsat"] / med["dpsgd_ghost"], 3),
+            "dpsam_over_dpsgd": round(med["dpsam"] / med["dpsgd_ghost"], 3),
+        }
         if opacus_version:
             best = min(med["opacus_hooks"], med["opacus_ghost"])
-            row.update({"opacus_hooks_over_sgd": round(med["opacus_hooks"] / med["sgd"], 3),
-                        "opacus_ghost_over_sgd": round(med["opacus_ghost"] / med["sgd"], 3),
-                        "speedup_vs_faster_opacus": round(best / med["dpsgd_ghost"], 3)})
+            row.update(
+                {
+                    "opacus_hooks_over_sgd": round(med["opacus_hooks"] / med["sgd"], 3),
+                    "opacus_ghost_over_sgd": round(med["opacus_ghost"] / med["sgd"], 3),
+                    "speedup_vs_faster_opacus": round(best / med["dpsgd_ghost"], 3),
+                }
+            )
         out["models"][mname] = row
     print(json.dumps(out))
 

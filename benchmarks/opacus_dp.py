@@ -36,13 +36,15 @@ def run(model_name: str, seed: int) -> dict:
     torch.manual_seed(seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train),
-                                         batch_size=cfg.train.batch_size)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=cfg.train.batch_size
+    )
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, opt, loader = PrivacyEngine().make_private(module=model, optimizer=opt, data_loader=loader,
-                                                          noise_multiplier=sigma, max_grad_norm=cfg.privacy.clip_norm)
+        model, opt, loader = PrivacyEngine().make_private(
+            module=model, optimizer=opt, data_loader=loader, noise_multiplier=sigma, max_grad_norm=cfg.privacy.clip_norm
+        )
         for _ in range(cfg.train.epochs):
             for x, y in loader:
                 opt.zero_grad()
@@ -60,8 +62,16 @@ def main() -> None:
     a = ap.parse_args()
     runs = [run(a.model, s) for s in range(a.seeds)]
     acc = [r["test_accuracy"] for r in runs]
-    print(json.dumps({"model": a.model, "runs": runs, "test_accuracy_mean": statistics.mean(acc),
-                      "test_accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0}))
+    print(
+        json.dumps(
+            {
+                "model": a.model,
+                "runs": runs,
+                "test_accuracy_mean": statistics.mean(acc),
+                "test_accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

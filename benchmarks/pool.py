@@ -35,7 +35,7 @@ def sequential(overrides: list[str], keep: np.ndarray, seeds: list[int]) -> None
         for _ in range(c.train.epochs):
             perm = torch.randperm(n, generator=gen)
             for i in range(0, n, bs):
-                idx = perm[i:i + bs]
+                idx = perm[i : i + bs]
                 state, _ = take_step(s.pipeline, params, state, s.optimizer, s.data.x_train[idx], s.data.y_train[idx])
         full = load_data(c.data)
         predict(s.model, full.x_train, 2048), predict(s.model, full.x_test, 2048)
@@ -46,8 +46,14 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--algorithm", default="sgd")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="config overrides for both sides, e.g. model.width=32")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for both sides, e.g. model.width=32",
+    )
     a = ap.parse_args()
     overrides = [f"train.epochs={a.epochs}", f"algorithm={a.algorithm}", *a.overrides]
     cfg, _ = resolve(overrides=overrides)
@@ -67,17 +73,29 @@ def main() -> None:
     t = time.perf_counter()
     for i in range(0, len(x), 256):
         model.zero_grad()
-        F.cross_entropy(model(x[i:i + 256]), y[i:i + 256]).backward()
+        F.cross_entropy(model(x[i : i + 256]), y[i : i + 256]).backward()
     t_grad = time.perf_counter() - t
     t = time.perf_counter()
     input_curvature(model, x, y, n_probes=10, generator=torch.Generator().manual_seed(0))
     t_curv = time.perf_counter() - t
-    print(json.dumps({"models": a.models, "epochs": a.epochs, "algorithm": a.algorithm, "overrides": a.overrides,
-                      "model": f"{cfg.model.name} {cfg.model.depth}x{cfg.model.width}",
-                      "threads": torch.get_num_threads(), "vectorized_seconds": round(t_vec, 2),
-                      "sequential_seconds": round(t_seq, 2), "speedup": round(t_seq / t_vec, 3),
-                      "gradient_pass_seconds": round(t_grad, 4), "curvature_seconds": round(t_curv, 4),
-                      "curvature_over_gradient_pass": round(t_curv / t_grad, 2)}))
+    print(
+        json.dumps(
+            {
+                "models": a.models,
+                "epochs": a.epochs,
+                "algorithm": a.algorithm,
+                "overrides": a.overrides,
+                "model": f"{cfg.model.name} {cfg.model.depth}x{cfg.model.width}",
+                "threads": torch.get_num_threads(),
+                "vectorized_seconds": round(t_vec, 2),
+                "sequential_seconds": round(t_seq, 2),
+                "speedup": round(t_seq / t_vec, 3),
+                "gradient_pass_seconds": round(t_grad, 4),
+                "curvature_seconds": round(t_curv, 4),
+                "curvature_over_gradient_pass": round(t_curv / t_grad, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def flatpriv_step(algorithm: str, model: torch.nn.Module):
 
     def step(x, y):
         state[0], _ = take_step(pipe, params, state[0], opt, x, y)
+
     return step
 
 
@@ -80,6 +81,7 @@ def handwritten_sam_step(model: torch.nn.Module, rho: float = 0.05):
             for p, e in zip(model.parameters(), saved):
                 p.sub_(e)
         opt.step()
+
     return step
 
 
@@ -96,11 +98,22 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     idx = [torch.randint(0, len(data.y_train), (a.batch_size,), generator=g).to(device) for _ in range(a.steps)]
     batches = [(data.x_train[i], data.y_train[i]) for i in idx]
-    out: dict = {"device": str(device), "batch_size": a.batch_size, "steps": a.steps, "torch": torch.__version__,
-                 "threads": torch.get_num_threads(), "machine": platform.machine(), "models": {}}
+    out: dict = {
+        "device": str(device),
+        "batch_size": a.batch_size,
+        "steps": a.steps,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "models": {},
+    }
     for mname, mcfg in MODELS.items():
-        variants = {"sgd": lambda m: flatpriv_step("sgd", m), "sam": lambda m: flatpriv_step("sam", m),
-                    "vasso": lambda m: flatpriv_step("vasso", m), "handwritten_sam": handwritten_sam_step}
+        variants = {
+            "sgd": lambda m: flatpriv_step("sgd", m),
+            "sam": lambda m: flatpriv_step("sam", m),
+            "vasso": lambda m: flatpriv_step("vasso", m),
+            "handwritten_sam": handwritten_sam_step,
+        }
         samples: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(a.rounds):
             steps = {}

@@ -15,8 +15,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("FLATPRIV_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def assert_pool_matches_single_runs(pooled: dict, overrides: list[str], keep, tmp_path, seeds=(5, 6, 7),
-                                    noise_seed: int | None = None) -> list[dict]:
+def assert_pool_matches_single_runs(
+    pooled: dict, overrides: list[str], keep, tmp_path, seeds=(5, 6, 7), noise_seed: int | None = None
+) -> list[dict]:
     """Pool model k trained again as its own ``flatpriv train`` run (seed seeds[k], on the positions keep[k], noise
     seed noise_seed + 2k when given) ends with the pool's weights to 1e-5. Returns the single runs' summaries."""
     from pathlib import Path

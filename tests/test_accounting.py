@@ -59,8 +59,9 @@ def test_reference_pld_and_rdp_values():
 
 
 @pytest.mark.parametrize("accountant", ACCOUNTANTS)
-@pytest.mark.parametrize(("sigma", "q", "steps", "delta"), [(1.1, 0.01, 500, 1e-5), (2.0, 0.1, 120, 1e-6),
-                                                            (0.8, 1.0, 3, 1e-3)])
+@pytest.mark.parametrize(
+    ("sigma", "q", "steps", "delta"), [(1.1, 0.01, 500, 1e-5), (2.0, 0.1, 120, 1e-6), (0.8, 1.0, 3, 1e-3)]
+)
 def test_matches_dp_accounting_directly(accountant, sigma, q, steps, delta):
     expected = _direct(sigma, q, steps, delta, accountant)
     assert epsilon(sigma, q, steps, delta, accountant=accountant) == pytest.approx(expected, rel=1e-12)
@@ -177,7 +178,11 @@ def test_ledger_merges_only_equal_consecutive_entries():
     ledger.record(2.0, 0.2, 0)  # nothing happened
     ledger.record(1.0, 0.1, 2)
     assert [(e.noise_multiplier, e.sample_rate, e.count) for e in ledger.entries] == [
-        (1.0, 0.1, 5), (2.0, 0.1, 3), (2.0, 0.2, 1), (1.0, 0.1, 2)]
+        (1.0, 0.1, 5),
+        (2.0, 0.1, 3),
+        (2.0, 0.2, 1),
+        (1.0, 0.1, 2),
+    ]
     assert ledger.releases == 11
 
 
@@ -236,20 +241,23 @@ def test_full_batch_is_allowed_and_costs_more():
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"noise_multiplier": -1.0}, "noise_multiplier"),
-    ({"noise_multiplier": math.nan}, "noise_multiplier"),
-    ({"noise_multiplier": "1"}, "noise_multiplier"),
-    ({"sample_rate": 0.0}, "sample_rate"),
-    ({"sample_rate": 1.5}, "sample_rate"),
-    ({"steps": -1}, "steps"),
-    ({"steps": 2.5}, "steps"),
-    ({"steps": True}, "steps"),
-    ({"delta": 0.0}, "delta"),
-    ({"delta": 1.0}, "delta"),
-    ({"accountant": "prv"}, "accountant"),
-    ({"releases_per_step": 0}, "releases_per_step"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"noise_multiplier": -1.0}, "noise_multiplier"),
+        ({"noise_multiplier": math.nan}, "noise_multiplier"),
+        ({"noise_multiplier": "1"}, "noise_multiplier"),
+        ({"sample_rate": 0.0}, "sample_rate"),
+        ({"sample_rate": 1.5}, "sample_rate"),
+        ({"steps": -1}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"steps": True}, "steps"),
+        ({"delta": 0.0}, "delta"),
+        ({"delta": 1.0}, "delta"),
+        ({"accountant": "prv"}, "accountant"),
+        ({"releases_per_step": 0}, "releases_per_step"),
+    ],
+)
 def test_bad_input_names_the_parameter(kwargs, name):
     args = {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 10, "delta": 1e-5} | kwargs
     with pytest.raises(FlatprivError, match=name) as info:

@@ -26,8 +26,16 @@ def test_default_is_mnist1d_mlp_sgd():
 
 
 def test_overrides_are_typed():
-    cfg, _ = resolve(overrides=["optim.lr=0.2", "sharpness.rho=0", "algorithm=sam", "data.root=123",
-                                "optim.betas=[0.8, 0.9]", "train.save_model=false"])
+    cfg, _ = resolve(
+        overrides=[
+            "optim.lr=0.2",
+            "sharpness.rho=0",
+            "algorithm=sam",
+            "data.root=123",
+            "optim.betas=[0.8, 0.9]",
+            "train.save_model=false",
+        ]
+    )
     assert cfg.optim.lr == 0.2 and isinstance(cfg.sharpness.rho, float)
     assert cfg.algorithm == "sam" and cfg.data.root == "123"
     assert cfg.optim.betas == (0.8, 0.9) and cfg.train.save_model is False
@@ -39,23 +47,26 @@ def test_round_trip_through_dict():
     assert config_from_dict({}) == Config()
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("optim.lrr=0.1", "optim.lrr"),
-    ("nosection.x=1", "nosection"),
-    ("optim.lr=fast", "optim.lr"),
-    ("train.epochs=2.5", "train.epochs"),
-    ("train.epochs=true", "train.epochs"),
-    ("optim.lr=0", "optim.lr"),
-    ("optim.lr=-1", "optim.lr"),
-    ("sharpness.rho=-0.1", "sharpness.rho"),
-    ("sharpness.theta=0", "sharpness.theta"),
-    ("sharpness.theta=1.5", "sharpness.theta"),
-    ("train.epochs=0", "train.epochs"),
-    ("data.label_noise=1.0", "data.label_noise"),
-    ("optim.schedule=linear", "optim.schedule"),
-    ("optim=3", "optim"),
-    ("noequals", "key=value"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("optim.lrr=0.1", "optim.lrr"),
+        ("nosection.x=1", "nosection"),
+        ("optim.lr=fast", "optim.lr"),
+        ("train.epochs=2.5", "train.epochs"),
+        ("train.epochs=true", "train.epochs"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.lr=-1", "optim.lr"),
+        ("sharpness.rho=-0.1", "sharpness.rho"),
+        ("sharpness.theta=0", "sharpness.theta"),
+        ("sharpness.theta=1.5", "sharpness.theta"),
+        ("train.epochs=0", "train.epochs"),
+        ("data.label_noise=1.0", "data.label_noise"),
+        ("optim.schedule=linear", "optim.schedule"),
+        ("optim=3", "optim"),
+        ("noequals", "key=value"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_key(override, fragment):
     with pytest.raises(FlatprivError) as e:
         resolve(overrides=[override])

@@ -190,9 +190,7 @@ def _write_idx_layout(root: Path, folder: str, n_train: int, n_test: int, gz: bo
     return arrays
 
 
-@pytest.mark.parametrize(
-    ("name", "folder", "gz"), [("mnist", "MNIST", False), ("fashion-mnist", "FashionMNIST", True)]
-)
+@pytest.mark.parametrize(("name", "folder", "gz"), [("mnist", "MNIST", False), ("fashion-mnist", "FashionMNIST", True)])
 def test_idx_reader(tmp_path: Path, name: str, folder: str, gz: bool) -> None:
     arrays = _write_idx_layout(tmp_path, folder, 20, 8, gz)
     ds = load_data(DataConfig(name=name, root=str(tmp_path)))

@@ -15,9 +15,15 @@ from flatpriv.privacy import clipped_grad
 from flatpriv.privacy.ghost_pool import pooled_clipped_sums
 
 
-@pytest.mark.parametrize("model", [["model.name=mlp", "model.width=32"], ["model.name=cnn2d", "model.width=8"],
-                                   ["model.name=resnet", "model.width=8"],
-                                   ["data.name=mnist1d", "model.name=cnn1d", "model.width=16"]])
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model.name=mlp", "model.width=32"],
+        ["model.name=cnn2d", "model.width=8"],
+        ["model.name=resnet", "model.width=8"],
+        ["data.name=mnist1d", "model.name=cnn1d", "model.width=16"],
+    ],
+)
 def test_pooled_ghost_equals_the_single_model_oracle(model):
     cfg, _ = resolve(overrides=["data.name=digits", *model])
     data = load_data(cfg.data)
@@ -37,9 +43,15 @@ def test_pooled_ghost_equals_the_single_model_oracle(model):
 
 def test_dp_cnn_pool_with_vectorized_clipping_equals_separate_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(pool_dp, "vmap_models", lambda model, device: True)  # the GPU path for a CNN, on the CPU
-    over = TINY + ["model.name=cnn2d", "model.width=8", "train.epochs=2", "algorithm=dpsat",
-                   "privacy.noise_multiplier=1.0", "privacy.noise_seed=11",
-                   "sharpness.rho=0.2"]
+    over = TINY + [
+        "model.name=cnn2d",
+        "model.width=8",
+        "train.epochs=2",
+        "algorithm=dpsat",
+        "privacy.noise_multiplier=1.0",
+        "privacy.noise_seed=11",
+        "sharpness.rho=0.2",
+    ]
     cfg, _ = resolve(overrides=over + ["seed=5"])
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")

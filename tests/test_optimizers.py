@@ -90,14 +90,18 @@ def test_vasso_theta_one_equals_sam():
 
 def test_sam_rho_zero_equals_sgd():
     batches = _batches(4)
-    _assert_trees_close(_run_flatpriv(_mlp(), _cfg("sam", rho=0.0), batches),
-                        _run_flatpriv(_mlp(), _cfg("sgd"), batches), atol=1e-7)
+    _assert_trees_close(
+        _run_flatpriv(_mlp(), _cfg("sam", rho=0.0), batches), _run_flatpriv(_mlp(), _cfg("sgd"), batches), atol=1e-7
+    )
 
 
 def test_sharpreg_lambda_zero_equals_sgd_and_matches_its_formula():
     batches = _batches(2)
-    _assert_trees_close(_run_flatpriv(_mlp(), _cfg("sharpreg", rho=0.1, sharpreg_lambda=0.0), batches),
-                        _run_flatpriv(_mlp(), _cfg("sgd"), batches), atol=1e-7)
+    _assert_trees_close(
+        _run_flatpriv(_mlp(), _cfg("sharpreg", rho=0.1, sharpreg_lambda=0.0), batches),
+        _run_flatpriv(_mlp(), _cfg("sgd"), batches),
+        atol=1e-7,
+    )
     model = _mlp()
     params = dict(model.named_parameters())
     x, y = batches[0]

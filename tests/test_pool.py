@@ -111,15 +111,33 @@ def test_cli_pool_writes_the_promised_files(tmp_path, capsys):
     acc_in = np.mean([(logits[k].argmax(1) == labels)[keep[k]].mean() for k in range(4)])
     assert acc_in == pytest.approx(summary["train_accuracy"], abs=5e-3)  # float16 logits
     # a Noisy-SGD pool says it has no ε, and why
-    assert main(["pool", *argv, "--models", "2", "--set", "algorithm=noisy_sgd", "--set",
-                 "privacy.noise_multiplier=1", "--out", str(tmp_path), "--json"]) == 0
+    assert (
+        main(
+            [
+                "pool",
+                *argv,
+                "--models",
+                "2",
+                "--set",
+                "algorithm=noisy_sgd",
+                "--set",
+                "privacy.noise_multiplier=1",
+                "--out",
+                str(tmp_path),
+                "--json",
+            ]
+        )
+        == 0
+    )
     noisy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert noisy["epsilon"] is None and "not differentially private" in noisy["epsilon_note"]
-    for bad, fragment in ((["--models", "1"], "at least 2"), (["--models", "4", "--keep", "1.5"], "--keep"),
-                          (["--models", "4", "--set", "algorithm=noisy_sgd", "--set", "privacy.target_epsilon=1"],
-                           "no clipping"),
-                          (["--models", "4", "--keep-mode", "bernoulli", "--keep", "0.001"], "some in and some out"),
-                          (["--models", "4", "--set", "algorithm=dpsgd"], "needs noise")):
+    for bad, fragment in (
+        (["--models", "1"], "at least 2"),
+        (["--models", "4", "--keep", "1.5"], "--keep"),
+        (["--models", "4", "--set", "algorithm=noisy_sgd", "--set", "privacy.target_epsilon=1"], "no clipping"),
+        (["--models", "4", "--keep-mode", "bernoulli", "--keep", "0.001"], "some in and some out"),
+        (["--models", "4", "--set", "algorithm=dpsgd"], "needs noise"),
+    ):
         code = main(["pool", *argv, *bad, "--out", str(tmp_path / "bad")])
         assert code == 2 and fragment in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
@@ -129,8 +147,9 @@ def test_cli_memorization_on_a_pool(tmp_path, capsys):
     argv = [x for o in TINY + ["train.epochs=2"] for x in ("--set", o)]
     runs = []
     for alg in ("sgd", "sam"):
-        assert main(["pool", *argv, "--set", f"algorithm={alg}", "--models", "6", "--out", str(tmp_path),
-                     "--json"]) == 0
+        assert (
+            main(["pool", *argv, "--set", f"algorithm={alg}", "--models", "6", "--out", str(tmp_path), "--json"]) == 0
+        )
         runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     code = main(["memorization", runs[0], "--compare", runs[1], "--out", str(tmp_path / "m"), "--json"])
     out, err = capsys.readouterr()
@@ -158,8 +177,9 @@ def test_cli_attack_on_pools(tmp_path, capsys):
     argv = [x for o in TINY + ["train.epochs=3", "model.width=128"] for x in ("--set", o)]
     runs = []
     for alg in ("sgd", "sam"):
-        assert main(["pool", *argv, "--set", f"algorithm={alg}", "--models", "8", "--out", str(tmp_path),
-                     "--json"]) == 0
+        assert (
+            main(["pool", *argv, "--set", f"algorithm={alg}", "--models", "8", "--out", str(tmp_path), "--json"]) == 0
+        )
         runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     code = main(["attack", *runs, "--bootstrap", "20", "--out", str(tmp_path / "a"), "--json"])
     out, err = capsys.readouterr()
@@ -178,8 +198,10 @@ def test_cli_attack_on_pools(tmp_path, capsys):
     # bad input: a non-pool, and pools over different data
     assert main(["attack", str(tmp_path / "a"), "--out", str(tmp_path / "bad")]) == 2
     other = TINY + ["train.epochs=1", "data.name=mnist1d", "data.num_samples=400"]
-    assert main(["pool", *[x for o in other for x in ("--set", o)], "--models", "4", "--out", str(tmp_path),
-                 "--json"]) == 0
+    assert (
+        main(["pool", *[x for o in other for x in ("--set", o)], "--models", "4", "--out", str(tmp_path), "--json"])
+        == 0
+    )
     other_run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"]
     assert main(["attack", runs[0], other_run, "--out", str(tmp_path / "bad")]) == 2
     assert "different data" in capsys.readouterr().err
@@ -206,8 +228,15 @@ def test_cli_curvature_on_a_run_and_a_pool(tmp_path, capsys):
 
 @pytest.mark.parametrize("algorithm", ["dpsgd", "dpsam", "dpsat", "dpvasso_sat"])
 def test_dp_pool_equals_separate_runs(tmp_path, algorithm):
-    over = ["train.epochs=2", f"algorithm={algorithm}", "privacy.noise_multiplier=1.0", "privacy.noise_seed=11",
-            "train.batch_size=64", "sharpness.rho=0.2", "sharpness.theta=0.5"]
+    over = [
+        "train.epochs=2",
+        f"algorithm={algorithm}",
+        "privacy.noise_multiplier=1.0",
+        "privacy.noise_seed=11",
+        "train.batch_size=64",
+        "sharpness.rho=0.2",
+        "sharpness.theta=0.5",
+    ]
     cfg, _ = resolve(overrides=TINY + over + ["seed=5"])
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=1)
@@ -251,9 +280,20 @@ def test_rare_subpopulations_get_higher_memorization_in_a_real_pool():
 
     from flatpriv.memorization import correctness, memorization
 
-    cfg, _ = resolve(overrides=["data.name=synthetic-longtail", "data.typical_per_class=30", "data.rare_size=1",
-                                "data.rare_groups_per_class=4", "data.dim=16", "model.width=64", "model.depth=1",
-                                "train.epochs=30", "train.batch_size=32", "optim.lr=0.05"])
+    cfg, _ = resolve(
+        overrides=[
+            "data.name=synthetic-longtail",
+            "data.typical_per_class=30",
+            "data.rare_size=1",
+            "data.rare_groups_per_class=4",
+            "data.dim=16",
+            "model.width=64",
+            "model.depth=1",
+            "train.epochs=30",
+            "train.batch_size=32",
+            "optim.lr=0.05",
+        ]
+    )
     data = load_data(cfg.data)
     keep = make_keep(16, len(data.y_train), 0.5, seed=0)
     r = train_models(cfg, data, keep, seeds=list(range(16)))
@@ -265,8 +305,11 @@ def test_rare_subpopulations_get_higher_memorization_in_a_real_pool():
 
 
 def test_curvature_every_k_epochs_is_averaged_by_flatpriv_curvature(tmp_path, capsys):
-    argv = [x for o in TINY + ["train.epochs=4", "train.curvature_every=2", "train.curvature_probes=2"]
-            for x in ("--set", o)]
+    argv = [
+        x
+        for o in TINY + ["train.epochs=4", "train.curvature_every=2", "train.curvature_probes=2"]
+        for x in ("--set", o)
+    ]
     assert main(["train", *argv, "--out", str(tmp_path), "--json"]) == 0
     run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     kept = sorted((run / "arrays").glob("curvature_epoch_*.npy"))
@@ -306,8 +349,12 @@ def test_chunks_are_sized_to_a_memory_budget(tmp_path, capsys):
     assert chunk_size(None, 1000.0, per_model, 0, cpu, 100) == 64
     assert chunk_size(None, 1000.0, per_model, 0, cpu, 5) == 5
     assert chunk_size(7, 10.5 * unit, per_model, 0, cpu, 100) == 7
-    for requested, budget, needle in ((20, 10.5, "over the memory budget"), (None, 0.5, "one model needs"),
-                                      (0, 10.5, "at least 1"), (None, -1.0, "positive")):
+    for requested, budget, needle in (
+        (20, 10.5, "over the memory budget"),
+        (None, 0.5, "one model needs"),
+        (0, 10.5, "at least 1"),
+        (None, -1.0, "positive"),
+    ):
         with pytest.raises(FlatprivError, match=needle):
             chunk_size(requested, budget * unit, per_model, 0, cpu, 100)
     argv = [x for o in TINY + ["train.epochs=1"] for x in ("--set", o)]
@@ -338,8 +385,14 @@ def test_cnn_pool_equals_separate_runs_vmapped_or_one_model_at_a_time(tmp_path, 
     import flatpriv.pools.plain as pool_module
 
     monkeypatch.setattr(pool_module, "vmap_models", lambda model, device: vectorized)
-    over = TINY + ["model.name=cnn2d", "model.width=8", "algorithm=vasso", "sharpness.rho=0.2",
-                   "sharpness.theta=0.5", "train.batch_size=32"]
+    over = TINY + [
+        "model.name=cnn2d",
+        "model.width=8",
+        "algorithm=vasso",
+        "sharpness.rho=0.2",
+        "sharpness.theta=0.5",
+        "train.batch_size=32",
+    ]
     cfg, _ = resolve(overrides=over + ["seed=5"])
     data = load_data(cfg.data)
     keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")

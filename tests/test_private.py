@@ -85,6 +85,7 @@ def test_micro_batches_give_the_same_weights(algorithm):
         x, y = s.data.x_train[100:190], s.data.y_train[100:190]
         take_step(s.pipeline, params, state, s.optimizer, x, y)
         return {k: v.detach().clone() for k, v in params.items()}
+
     one, many = run(0), run(16)
     for k in one:
         torch.testing.assert_close(one[k], many[k], atol=1e-6, rtol=1e-5)
@@ -128,15 +129,18 @@ def test_target_epsilon_is_never_exceeded(tmp_path):
     assert 1.9 < s["epsilon"] <= 2.0
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["algorithm=sam", "privacy.target_epsilon=3"], "not private"),
-    (["algorithm=dpsgd"], "needs noise"),
-    (["algorithm=dpsgd", "privacy.target_epsilon=1", "privacy.noise_multiplier=1"], "not both"),
-    (["algorithm=noisy_sgd", "privacy.target_epsilon=1"], "noisy_sgd"),
-    (["algorithm=dpsgd", "privacy.noise_multiplier=1", "train.batch_size=5000"], "outside (0, 1]"),
-    (["algorithm=dpsgd", "privacy.sample_rate=1.5"], "privacy.sample_rate"),
-    (["algorithm=dpsgd", "privacy.target_epsilon=1e-9"], "epsilon"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["algorithm=sam", "privacy.target_epsilon=3"], "not private"),
+        (["algorithm=dpsgd"], "needs noise"),
+        (["algorithm=dpsgd", "privacy.target_epsilon=1", "privacy.noise_multiplier=1"], "not both"),
+        (["algorithm=noisy_sgd", "privacy.target_epsilon=1"], "noisy_sgd"),
+        (["algorithm=dpsgd", "privacy.noise_multiplier=1", "train.batch_size=5000"], "outside (0, 1]"),
+        (["algorithm=dpsgd", "privacy.sample_rate=1.5"], "privacy.sample_rate"),
+        (["algorithm=dpsgd", "privacy.target_epsilon=1e-9"], "epsilon"),
+    ],
+)
 def test_refused_configurations(tmp_path, capsys, extra, fragment):
     argv = [x for o in TINY + extra for x in ("--set", o)]
     code = main(["train", *argv, "--out", str(tmp_path / "r")])
@@ -148,13 +152,39 @@ def test_refused_configurations(tmp_path, capsys, extra, fragment):
 
 
 def test_cli_privacy_epsilon_and_calibrate(capsys):
-    code = main(["privacy", "epsilon", "--noise-multiplier", "1.5", "--sample-rate", "0.04", "--steps", "2250",
-                 "--accountant", "rdp", "--json"])
+    code = main(
+        [
+            "privacy",
+            "epsilon",
+            "--noise-multiplier",
+            "1.5",
+            "--sample-rate",
+            "0.04",
+            "--steps",
+            "2250",
+            "--accountant",
+            "rdp",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["epsilon"] == pytest.approx(7.3291, abs=1e-3)
     assert "RDP" in out["accountant"] and out["neighbouring"] == "add/remove-one"
-    code = main(["privacy", "calibrate", "--target-epsilon", "3", "--sample-rate", "0.0256", "--steps", "585",
-                 "--releases-per-step", "2", "--json"])
+    code = main(
+        [
+            "privacy",
+            "calibrate",
+            "--target-epsilon",
+            "3",
+            "--sample-rate",
+            "0.0256",
+            "--steps",
+            "585",
+            "--releases-per-step",
+            "2",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["epsilon"] <= 3.0
     assert out["epsilon"] == pytest.approx(epsilon(out["noise_multiplier"], 0.0256, 1170, 1e-5, "pld"), rel=1e-9)

@@ -55,9 +55,14 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("data", [["data.name=digits"], ["data.name=mnist1d", "data.num_samples=400"],
-                                  ["data.name=synthetic-longtail", "data.typical_per_class=20",
-                                   "data.label_noise=0.1"]])
+@pytest.mark.parametrize(
+    "data",
+    [
+        ["data.name=digits"],
+        ["data.name=mnist1d", "data.num_samples=400"],
+        ["data.name=synthetic-longtail", "data.typical_per_class=20", "data.label_noise=0.1"],
+    ],
+)
 def test_cli_train_writes_the_promised_files(tmp_path, capsys, data):
     args = [x for o in TINY + data for x in ("--set", o)]
     code, out, err = _cli(capsys, "train", *args, "--out", str(tmp_path), "--json")
@@ -65,8 +70,16 @@ def test_cli_train_writes_the_promised_files(tmp_path, capsys, data):
     summary = json.loads(out.strip().splitlines()[-1])
     run = Path(summary["run_dir"])
     assert run.parent == tmp_path and run.name.startswith("train-default-")
-    for key in ("algorithm", "test_accuracy", "train_accuracy", "epsilon", "delta", "accountant", "steps",
-                "wall_seconds"):
+    for key in (
+        "algorithm",
+        "test_accuracy",
+        "train_accuracy",
+        "epsilon",
+        "delta",
+        "accountant",
+        "steps",
+        "wall_seconds",
+    ):
         assert key in summary
     assert summary["epsilon"] is None and 0 <= summary["test_accuracy"] <= 1
     assert json.loads((run / "summary.json").read_text()) == summary
@@ -95,18 +108,24 @@ def test_cli_listings(capsys):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
-    (["--set", "train.epochs=many"], "train.epochs"),
-    (["--set", "optim.lr=-0.1"], "optim.lr"),
-    (["--preset", "no-such-preset"], "no preset named"),
-    (["--set", "data.name=mnist", "--set", "data.root=/nonexistent/dir"], "/nonexistent/dir"),
-    (["--set", "algorithm=adamw"], "algorithm"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+        (["--set", "train.epochs=many"], "train.epochs"),
+        (["--set", "optim.lr=-0.1"], "optim.lr"),
+        (["--preset", "no-such-preset"], "no preset named"),
+        (["--set", "data.name=mnist", "--set", "data.root=/nonexistent/dir"], "/nonexistent/dir"),
+        (["--set", "algorithm=adamw"], "algorithm"),
+    ],
+)
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, argv, fragment):
     out = tmp_path / "runs"
     code, stdout, err = _cli(capsys, "train", *argv, "--out", str(out))
@@ -125,10 +144,15 @@ def test_existing_run_dir_as_out_is_refused_untouched(tmp_path, capsys):
 
 
 def test_python_m_flatpriv_exit_code_and_single_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flatpriv", "train", "--set", "model.width=0",
-                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flatpriv", "train", "--set", "model.width=0", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "model.width" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "flatpriv", "train", "--bogus"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flatpriv", "train", "--bogus"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0

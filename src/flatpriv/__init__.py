@@ -17,8 +17,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"Config": "config", "config_from_dict": "config", "resolve": "config_io", "train": "train",
-         "train_pool": "pools.run"}
+_LAZY = {
+    "Config": "config",
+    "config_from_dict": "config",
+    "resolve": "config_io",
+    "train": "train",
+    "train_pool": "pools.run",
+}
 __all__ = [*_LAZY, "__version__"]
 
 

@@ -126,12 +126,14 @@ class Config:
 
 # --- validation ---------------------------------------------------------------------------------------------
 
+
 def _in(*allowed: object) -> typing.Callable[[Any], str | None]:
     return lambda v: None if v in allowed else f"must be one of {', '.join(map(str, allowed))}"
 
 
-def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-           hi_open: bool = False) -> typing.Callable[[Any], str | None]:
+def _range(
+    lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
+) -> typing.Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         values = v if isinstance(v, tuple) else (v,)
         for x in values:
@@ -144,6 +146,7 @@ def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
         return f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
     return check
 
 
@@ -250,4 +253,5 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return list(v) if isinstance(v, tuple) else v
+
     return plain(dataclasses.asdict(cfg))

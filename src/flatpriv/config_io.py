@@ -68,8 +68,9 @@ def _set(tree: dict[str, Any], path: list[str], value: Any, raw_key: str) -> Non
     node[path[-1]] = value
 
 
-def resolve(preset: str | None = None, config_file: str | None = None,
-            overrides: typing.Sequence[str] = ()) -> tuple[Config, str]:
+def resolve(
+    preset: str | None = None, config_file: str | None = None, overrides: typing.Sequence[str] = ()
+) -> tuple[Config, str]:
     """Preset or file, then ``--set`` overrides, validated. Returns the config and a short name for the run."""
     if preset and config_file:
         raise FlatprivError("give either --preset or --config, not both")

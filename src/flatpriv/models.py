@@ -187,8 +187,7 @@ def _check(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
         )
     if cfg.name in ("cnn2d", "resnet") and len(shape) != 3:
         raise FlatprivError(
-            f"model.name={cfg.name} needs image inputs [C, H, W]; the data gives shape {shape}; "
-            "use mlp or cnn1d"
+            f"model.name={cfg.name} needs image inputs [C, H, W]; the data gives shape {shape}; use mlp or cnn1d"
         )
 
 

@@ -16,8 +16,14 @@ def _plt():
     return plt
 
 
-def histogram(values: dict[str, np.ndarray], path: Path, xlabel: str, title: str, bins: int = 40,
-              value_range: tuple[float, float] | None = None) -> Path:
+def histogram(
+    values: dict[str, np.ndarray],
+    path: Path,
+    xlabel: str,
+    title: str,
+    bins: int = 40,
+    value_range: tuple[float, float] | None = None,
+) -> Path:
     """Overlaid histograms of one per-example score (NaN dropped), one colour per source."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,7 +1,7 @@
 """Run directories: one per run, never overwritten, every file written atomically.
 
-    <out>/<command>-<name>-<YYYYmmdd-HHMMSS>-<id>/
-        config.json  provenance.json  metrics.jsonl  summary.json  model.pt  arrays/*.npy  plots/*.png
+<out>/<command>-<name>-<YYYYmmdd-HHMMSS>-<id>/
+    config.json  provenance.json  metrics.jsonl  summary.json  model.pt  arrays/*.npy  plots/*.png
 """
 
 from __future__ import annotations
@@ -97,10 +97,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _git_sha() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if sha.returncode != 0:
@@ -113,8 +116,12 @@ def provenance(device: str) -> dict[str, Any]:
 
     from . import __version__
 
-    versions = {"python": platform.python_version(), "flatpriv": __version__, "torch": torch.__version__,
-                "numpy": np.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "flatpriv": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
     for dist in ("dp-accounting", "scikit-learn", "mnist1d"):  # metadata only: importing them costs seconds
         try:
             versions[dist] = metadata.version(dist)

@@ -76,7 +76,7 @@ def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train()
     return out
 
@@ -85,26 +85,49 @@ def _eval(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch.Generator,
-                     elapsed: float) -> None:
+def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch.Generator, elapsed: float) -> None:
     tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save({"epoch": epoch, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                "scheduler": s.scheduler.state_dict() if s.scheduler else None, "pipeline_state": state,
-                "generator": gen.get_state(), "elapsed": elapsed,
-                "private": s.private.state_dict() if s.private else None}, tmp)
+    torch.save(
+        {
+            "epoch": epoch,
+            "model": s.model.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict() if s.scheduler else None,
+            "pipeline_state": state,
+            "generator": gen.get_state(),
+            "elapsed": elapsed,
+            "private": s.private.state_dict() if s.private else None,
+        },
+        tmp,
+    )
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
-def _loop(s: Setup, run_dir: Path, start_epoch: int, state: Any, gen: torch.Generator, elapsed: float,
-          quiet: bool, stop_after_epoch: int | None) -> dict[str, Any]:
+def _loop(
+    s: Setup,
+    run_dir: Path,
+    start_epoch: int,
+    state: Any,
+    gen: torch.Generator,
+    elapsed: float,
+    quiet: bool,
+    stop_after_epoch: int | None,
+) -> dict[str, Any]:
     cfg, data = s.cfg, s.data
     params = dict(s.model.named_parameters())
     n = len(data.y_train)
     bs = cfg.train.batch_size
     t0 = time.perf_counter() - elapsed
     record: dict[str, Any] = {}
-    bar = tqdm(range(start_epoch, cfg.train.epochs), desc=f"train {cfg.algorithm}", unit="epoch",
-               initial=start_epoch, total=cfg.train.epochs, disable=quiet or None, leave=False)
+    bar = tqdm(
+        range(start_epoch, cfg.train.epochs),
+        desc=f"train {cfg.algorithm}",
+        unit="epoch",
+        initial=start_epoch,
+        total=cfg.train.epochs,
+        disable=quiet or None,
+        leave=False,
+    )
     for epoch in bar:
         loss_sum = torch.zeros((), device=data.x_train.device)
         for idx in _batches(s, gen, n, bs):
@@ -114,18 +137,29 @@ def _loop(s: Setup, run_dir: Path, start_epoch: int, state: Any, gen: torch.Gene
             loss_sum += loss * len(idx)
         train_loss, train_acc = _eval(predict(s.model, data.x_train, cfg.train.eval_batch_size), data.y_train)
         test_loss, test_acc = _eval(predict(s.model, data.x_test, cfg.train.eval_batch_size), data.y_test)
-        record = {"epoch": epoch + 1, "step": (epoch + 1) * s.steps_per_epoch,
-                  "lr": s.optimizer.param_groups[0]["lr"], "minibatch_loss": loss_sum.item() / n,
-                  "train_loss": train_loss, "train_accuracy": train_acc,
-                  "test_loss": test_loss, "test_accuracy": test_acc,
-                  "epsilon": s.private.epsilon() if s.private else None,
-                  "wall_seconds": time.perf_counter() - t0}
+        record = {
+            "epoch": epoch + 1,
+            "step": (epoch + 1) * s.steps_per_epoch,
+            "lr": s.optimizer.param_groups[0]["lr"],
+            "minibatch_loss": loss_sum.item() / n,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "epsilon": s.private.epsilon() if s.private else None,
+            "wall_seconds": time.perf_counter() - t0,
+        }
         if s.private:
             results.write_json(run_dir / "privacy_ledger.json", s.private.privatizer.ledger.to_dict())
         k = cfg.train.curvature_every
         if k and (epoch + 1) % k == 0:  # averaged over training later: end-of-training curvature alone misleads
-            curv = input_curvature(s.model, data.x_train, data.y_train, n_probes=cfg.train.curvature_probes,
-                                   generator=torch.Generator().manual_seed(cfg.seed))
+            curv = input_curvature(
+                s.model,
+                data.x_train,
+                data.y_train,
+                n_probes=cfg.train.curvature_probes,
+                generator=torch.Generator().manual_seed(cfg.seed),
+            )
             results.save_array(run_dir, f"curvature_epoch_{epoch + 1:04d}", curv.numpy())
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
@@ -144,18 +178,29 @@ def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
         for split, x in (("train", data.x_train), ("test", data.x_test)):
             logits = predict(s.model, x, cfg.train.eval_batch_size)
             results.save_array(run_dir, f"{split}_logits", logits.cpu().numpy().astype(np.float32))
-    for name, arr in (("train_labels", data.y_train), ("test_labels", data.y_test),
-                      ("train_index", data.train_index), ("test_index", data.test_index)):
+    for name, arr in (
+        ("train_labels", data.y_train),
+        ("test_labels", data.y_test),
+        ("train_index", data.train_index),
+        ("test_index", data.test_index),
+    ):
         results.save_array(run_dir, name, arr.cpu().numpy())
     for name, arr in data.meta.items():
         results.save_array(run_dir, name, np.asarray(arr))
     summary = {
-        "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
-        "num_parameters": count_parameters(s.model), "seed": cfg.seed,
-        "test_accuracy": last["test_accuracy"], "train_accuracy": last["train_accuracy"],
-        "test_loss": last["test_loss"], "train_loss": last["train_loss"],
+        "algorithm": cfg.algorithm,
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "num_parameters": count_parameters(s.model),
+        "seed": cfg.seed,
+        "test_accuracy": last["test_accuracy"],
+        "train_accuracy": last["train_accuracy"],
+        "test_loss": last["test_loss"],
+        "train_loss": last["train_loss"],
         **_privacy_summary(s, last),
-        "epochs": cfg.train.epochs, "steps": last["step"], "wall_seconds": round(last["wall_seconds"], 3),
+        "epochs": cfg.train.epochs,
+        "steps": last["step"],
+        "wall_seconds": round(last["wall_seconds"], 3),
         "run_dir": str(run_dir),
     }
     results.write_json(run_dir / "summary.json", summary)
@@ -170,7 +215,7 @@ def _batches(s: Setup, gen: torch.Generator, n: int, bs: int) -> Any:
             yield poisson_indices(n, s.private.sample_rate, s.private.sampler).to(s.data.x_train.device)
         return
     perm = torch.randperm(n, generator=gen).to(s.data.x_train.device)
-    yield from (perm[i:i + bs] for i in range(0, n, bs))
+    yield from (perm[i : i + bs] for i in range(0, n, bs))
 
 
 def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
@@ -179,14 +224,27 @@ def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
         return privacy_summary("plain")
     if not p.accounted:
         return privacy_summary("noisy", p.noise_multiplier)
-    return privacy_summary("dp", p.noise_multiplier, last["epsilon"], p.delta, p.accountant,
-                           sample_rate=p.sample_rate, clip_norm=s.cfg.privacy.clip_norm,
-                           releases=p.privatizer.ledger.releases,
-                           expected_batch_size=p.privatizer.expected_batch_size)
+    return privacy_summary(
+        "dp",
+        p.noise_multiplier,
+        last["epsilon"],
+        p.delta,
+        p.accountant,
+        sample_rate=p.sample_rate,
+        clip_norm=s.cfg.privacy.clip_norm,
+        releases=p.privatizer.ledger.releases,
+        expected_batch_size=p.privatizer.expected_batch_size,
+    )
 
 
-def train(cfg: Config, name: str = "custom", out: str | Path = "runs", quiet: bool = False,
-          stop_after_epoch: int | None = None, subset: torch.Tensor | None = None) -> dict[str, Any]:
+def train(
+    cfg: Config,
+    name: str = "custom",
+    out: str | Path = "runs",
+    quiet: bool = False,
+    stop_after_epoch: int | None = None,
+    subset: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """Train one model into a new run directory under ``out``; returns summary.json's contents.
 
     ``stop_after_epoch`` ends the run early as an interruption would (the run stays resumable);
@@ -197,8 +255,9 @@ def train(cfg: Config, name: str = "custom", out: str | Path = "runs", quiet: bo
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
     gen = torch.Generator().manual_seed(cfg.seed)
-    out_summary = _loop(s, run_dir, 0, s.pipeline.init(dict(s.model.named_parameters())), gen, 0.0, quiet,
-                        stop_after_epoch)
+    out_summary = _loop(
+        s, run_dir, 0, s.pipeline.init(dict(s.model.named_parameters())), gen, 0.0, quiet, stop_after_epoch
+    )
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary
 
@@ -226,7 +285,8 @@ def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | Non
         s.private.load_state_dict(ckpt["private"])
     metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= ckpt["epoch"]]
     results.write_jsonl(run_dir / "metrics.jsonl", metrics)
-    out_summary = _loop(s, run_dir, ckpt["epoch"], ckpt["pipeline_state"], gen, ckpt["elapsed"], quiet,
-                        stop_after_epoch)
+    out_summary = _loop(
+        s, run_dir, ckpt["epoch"], ckpt["pipeline_state"], gen, ckpt["elapsed"], quiet, stop_after_epoch
+    )
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary

@@ -24,8 +24,18 @@ from ..errors import FlatprivError
 from ..privacy.audit import epsilon_lower_bound
 from .memorization import load_pool
 
-ATTACKS = ("loss", "loss_per_class", "confidence", "confidence_per_class", "mentr", "mentr_per_class",
-           "lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed")
+ATTACKS = (
+    "loss",
+    "loss_per_class",
+    "confidence",
+    "confidence_per_class",
+    "mentr",
+    "mentr_per_class",
+    "lira_online",
+    "lira_online_fixed",
+    "lira_offline",
+    "lira_offline_fixed",
+)
 
 
 def _loo_threshold(keep: np.ndarray, stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +59,9 @@ def _pool_scores(pool: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray
     }
 
 
-def run_attack(run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int = 200,
-               seed: int = 0) -> dict[str, Any]:
+def run_attack(
+    run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int = 200, seed: int = 0
+) -> dict[str, Any]:
     pools = [load_pool(d) for d in run_dirs]
     if any(not np.array_equal(p["train_labels"], pools[0]["train_labels"]) for p in pools[1:]):
         raise FlatprivError("the pools were trained on different data sets; compare pools of the same data")
@@ -58,8 +69,15 @@ def run_attack(run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int
         if p["keep"].shape[0] < 3:
             raise FlatprivError(f"{p['run_dir']}: LiRA needs at least 3 models (a target and 2 shadows)")
     out_dir = results.new_run_dir(out, "attack", Path(run_dirs[0]).name)
-    results.write_json(out_dir / "config.json", {"sources": [str(Path(d).resolve()) for d in run_dirs],
-                                                 "attacks": list(ATTACKS), "n_boot": n_boot, "seed": seed})
+    results.write_json(
+        out_dir / "config.json",
+        {
+            "sources": [str(Path(d).resolve()) for d in run_dirs],
+            "attacks": list(ATTACKS),
+            "n_boot": n_boot,
+            "seed": seed,
+        },
+    )
     table, curves = [], {}
     for i, p in enumerate(pools):
         label = f"{i}:{p['config']['algorithm']}"
@@ -68,13 +86,20 @@ def run_attack(run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
             delta = summary.get("delta") or 0.0
             audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)
-            row = {"pool": label, "source": str(p["run_dir"]), "attack": attack,
-                   "test_accuracy": summary["test_accuracy"], "accountant_epsilon": summary.get("epsilon"),
-                   "epsilon_lower_bound": audit["eps_lower"], **m}
+            row = {
+                "pool": label,
+                "source": str(p["run_dir"]),
+                "attack": attack,
+                "test_accuracy": summary["test_accuracy"],
+                "accountant_epsilon": summary.get("epsilon"),
+                "epsilon_lower_bound": audit["eps_lower"],
+                **m,
+            }
             if p.get("canaries") is not None:  # the same audit on the mislabelled canaries alone
                 c = p["canaries"]
                 row["epsilon_lower_bound_canaries"] = epsilon_lower_bound(
-                    scores[:, c].ravel(), members[:, c].ravel(), delta=delta)["eps_lower"]
+                    scores[:, c].ravel(), members[:, c].ravel(), delta=delta
+                )["eps_lower"]
                 row["n_canaries"] = int(len(c))
             table.append(row)
             if attack in ("loss", "lira_online_fixed"):

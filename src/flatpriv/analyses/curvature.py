@@ -37,12 +37,19 @@ def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
         if not names:
             raise FlatprivError(f"{run_dir}: the pool kept no weights; train it with `flatpriv pool --save-weights`")
         for k in range(z[names[0]].shape[0]):
-            models.append({n[len("param/"):]: torch.from_numpy(z[n][k]) for n in names})
+            models.append({n[len("param/") :]: torch.from_numpy(z[n][k]) for n in names})
     return models
 
 
-def run_curvature(run_dir: str | Path, out: str | Path = "runs", n_probes: int = 10, h: float = 1e-3,
-                  variant: str = "norm", method: str = "finite_difference", seed: int = 0) -> dict[str, Any]:
+def run_curvature(
+    run_dir: str | Path,
+    out: str | Path = "runs",
+    n_probes: int = 10,
+    h: float = 1e-3,
+    variant: str = "norm",
+    method: str = "finite_difference",
+    seed: int = 0,
+) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"{run_dir} is not a run directory (no config.json)")
@@ -63,15 +70,41 @@ def run_curvature(run_dir: str | Path, out: str | Path = "runs", n_probes: int =
         model.load_state_dict({k: v.to(device) for k, v in w.items()})
         gen = torch.Generator().manual_seed(seed)  # the same probes for every model
         try:
-            per_model.append(input_curvature(model, data.x_train, data.y_train, n_probes=n_probes, h=h,
-                                             variant=variant, method=method, generator=gen))
+            per_model.append(
+                input_curvature(
+                    model,
+                    data.x_train,
+                    data.y_train,
+                    n_probes=n_probes,
+                    h=h,
+                    variant=variant,
+                    method=method,
+                    generator=gen,
+                )
+            )
         except ValueError as e:
             raise FlatprivError(str(e)) from e
     out_dir = results.new_run_dir(out, "curvature", run_dir.name)
-    results.write_json(out_dir / "config.json", {"source": str(run_dir.resolve()), "n_probes": n_probes, "h": h,
-                                                 "variant": variant, "method": method, "seed": seed})
-    summary: dict[str, Any] = {"kind": "curvature", "source": str(run_dir), "models": len(weights),
-                               "variant": variant, "method": method, "n_probes": n_probes, "h": h}
+    results.write_json(
+        out_dir / "config.json",
+        {
+            "source": str(run_dir.resolve()),
+            "n_probes": n_probes,
+            "h": h,
+            "variant": variant,
+            "method": method,
+            "seed": seed,
+        },
+    )
+    summary: dict[str, Any] = {
+        "kind": "curvature",
+        "source": str(run_dir),
+        "models": len(weights),
+        "variant": variant,
+        "method": method,
+        "n_probes": n_probes,
+        "h": h,
+    }
     if is_pool:
         mask = torch.as_tensor(pool["keep"])
         curv = aggregate(torch.stack(per_model), "mean", mask).numpy()
@@ -97,9 +130,14 @@ def run_curvature(run_dir: str | Path, out: str | Path = "runs", n_probes: int =
         is_flipped = np.zeros(len(curv), dtype=bool)
         is_flipped[flipped] = True
         summary["mislabel_auroc"] = float(roc_auc_score(is_flipped, curv))
-    summary.update(curvature_mean=float(np.nanmean(curv)), curvature_median=float(np.nanmedian(curv)),
-                   run_dir=str(out_dir))
-    plots.histogram({variant: curv}, out_dir / "plots" / "curvature_hist.png", f"input-loss curvature ({variant})",
-                    f"curvature over {len(curv)} training examples")
+    summary.update(
+        curvature_mean=float(np.nanmean(curv)), curvature_median=float(np.nanmedian(curv)), run_dir=str(out_dir)
+    )
+    plots.histogram(
+        {variant: curv},
+        out_dir / "plots" / "curvature_hist.png",
+        f"input-loss curvature ({variant})",
+        f"curvature over {len(curv)} training examples",
+    )
     results.write_json(out_dir / "summary.json", summary)
     return summary

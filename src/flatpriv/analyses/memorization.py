@@ -33,8 +33,13 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
             raise FlatprivError(f"{path}: missing or corrupted ({e})") from e
     arrays["train_logits"] = arrays["train_logits"].astype(np.float32)
     arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
-    check_pool(arrays["keep"], arrays["train_logits"], arrays["train_labels"], test_logits=arrays["test_logits"],
-               test_labels=arrays["test_labels"])
+    check_pool(
+        arrays["keep"],
+        arrays["train_logits"],
+        arrays["train_labels"],
+        test_logits=arrays["test_logits"],
+        test_labels=arrays["test_labels"],
+    )
     canaries = run_dir / "arrays" / "canaries.npy"
     arrays["canaries"] = np.load(canaries) if canaries.exists() else None
     arrays["config"] = results.read_json(run_dir / "config.json")
@@ -42,14 +47,22 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
     return arrays
 
 
-def run_memorization(run_dir: str | Path, compare: str | Path | None = None, kind: str = "correct",
-                     out: str | Path = "runs", n_buckets: int = 5, seed: int = 0) -> dict[str, Any]:
+def run_memorization(
+    run_dir: str | Path,
+    compare: str | Path | None = None,
+    kind: str = "correct",
+    out: str | Path = "runs",
+    n_buckets: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Feldman–Zhang memorization (with standard errors) and influence of a pool; paper 1's influence entropy;
     with ``compare``, per-entropy-bucket test accuracy of both pools and its difference (bootstrap 95 % CI)."""
     pool = load_pool(run_dir)
     other = load_pool(compare) if compare else None
-    if other is not None and not (np.array_equal(other["train_labels"], pool["train_labels"])
-                                  and np.array_equal(other["test_labels"], pool["test_labels"])):
+    if other is not None and not (
+        np.array_equal(other["train_labels"], pool["train_labels"])
+        and np.array_equal(other["test_labels"], pool["test_labels"])
+    ):
         raise FlatprivError(f"{compare} and {run_dir} were trained on different data sets; they cannot be compared")
     corr = correctness(pool["train_logits"], pool["train_labels"], kind)
     corr_test = correctness(pool["test_logits"], pool["test_labels"], kind)
@@ -57,19 +70,39 @@ def run_memorization(run_dir: str | Path, compare: str | Path | None = None, kin
     infl = influence(pool["keep"], corr_test)
     entropy = influence_entropy(infl, pool["train_labels"], pool["test_labels"])
     out_dir = results.new_run_dir(out, "memorization", Path(run_dir).name)
-    results.write_json(out_dir / "config.json", {"source": str(Path(run_dir).resolve()), "compare":
-                                                 str(Path(compare).resolve()) if compare else None, "kind": kind,
-                                                 "n_buckets": n_buckets, "seed": seed})
-    for name, arr in (("memorization", mem.score), ("memorization_stderr", mem.stderr), ("n_in", mem.n_in),
-                      ("n_out", mem.n_out), ("influence", infl), ("influence_entropy", entropy)):
+    results.write_json(
+        out_dir / "config.json",
+        {
+            "source": str(Path(run_dir).resolve()),
+            "compare": str(Path(compare).resolve()) if compare else None,
+            "kind": kind,
+            "n_buckets": n_buckets,
+            "seed": seed,
+        },
+    )
+    for name, arr in (
+        ("memorization", mem.score),
+        ("memorization_stderr", mem.stderr),
+        ("n_in", mem.n_in),
+        ("n_out", mem.n_out),
+        ("influence", infl),
+        ("influence_entropy", entropy),
+    ):
         results.save_array(out_dir, name, np.asarray(arr))
     hists = {pool["config"]["algorithm"]: mem.score}
     summary: dict[str, Any] = {
-        "kind": "memorization", "source": str(run_dir), "models": int(pool["keep"].shape[0]),
-        "examples": int(pool["keep"].shape[1]), "correctness": kind,
-        "memorization_mean": float(np.nanmean(mem.score)), "memorization_median": float(np.nanmedian(mem.score)),
-        "fraction_above_0.5": float(np.nanmean(mem.score > 0.5)), "undefined": int(np.isnan(mem.score).sum()),
-        "influence_entropy_mean": float(np.nanmean(entropy)), "run_dir": str(out_dir)}
+        "kind": "memorization",
+        "source": str(run_dir),
+        "models": int(pool["keep"].shape[0]),
+        "examples": int(pool["keep"].shape[1]),
+        "correctness": kind,
+        "memorization_mean": float(np.nanmean(mem.score)),
+        "memorization_median": float(np.nanmedian(mem.score)),
+        "fraction_above_0.5": float(np.nanmean(mem.score > 0.5)),
+        "undefined": int(np.isnan(mem.score).sum()),
+        "influence_entropy_mean": float(np.nanmean(entropy)),
+        "run_dir": str(out_dir),
+    }
     if other is not None:
         mem_b = memorization(other["keep"], correctness(other["train_logits"], other["train_labels"], kind))
         results.save_array(out_dir, "memorization_compare", mem_b.score)
@@ -80,7 +113,12 @@ def run_memorization(run_dir: str | Path, compare: str | Path | None = None, kin
         correct_b = correctness(other["test_logits"], other["test_labels"], "correct")
         summary["buckets"] = bucket_comparison(buckets, correct_a, correct_b, seed=seed, entropy=entropy)
         summary["compare"] = str(compare)
-    plots.histogram(hists, out_dir / "plots" / "memorization_hist.png", "Feldman–Zhang memorization",
-                    f"memorization over {pool['keep'].shape[0]} models", value_range=(-1, 1))
+    plots.histogram(
+        hists,
+        out_dir / "plots" / "memorization_hist.png",
+        "Feldman–Zhang memorization",
+        f"memorization over {pool['keep'].shape[0]} models",
+        value_range=(-1, 1),
+    )
     results.write_json(out_dir / "summary.json", summary)
     return summary

@@ -26,12 +26,16 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if "interrupted_after_epoch" in summary:
-            print(f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
-                  f"`flatpriv train --resume {summary['run_dir']}`")
+            print(
+                f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
+                f"`flatpriv train --resume {summary['run_dir']}`"
+            )
         else:
-            print(f"{summary['algorithm']} on {summary['dataset']}/{summary['model']}: "
-                  f"test accuracy {summary['test_accuracy']:.4f}, train accuracy {summary['train_accuracy']:.4f}, "
-                  f"{summary['steps']} steps in {summary['wall_seconds']:.1f} s")
+            print(
+                f"{summary['algorithm']} on {summary['dataset']}/{summary['model']}: "
+                f"test accuracy {summary['test_accuracy']:.4f}, train accuracy {summary['train_accuracy']:.4f}, "
+                f"{summary['steps']} steps in {summary['wall_seconds']:.1f} s"
+            )
     return summary
 
 
@@ -44,17 +48,30 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
     else:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
         cfg, name = resolve(a.preset, a.config, overrides)
-        summary = train_pool(cfg, a.models, a.keep, a.chunk_size, name=name, out=a.out, quiet=a.quiet or a.json,
-                             save_weights=a.save_weights, canaries=a.canaries, backend=a.backend,
-                             ray_address=a.ray_address, keep_mode=a.keep_mode,
-                             memory_budget=a.memory_budget)
+        summary = train_pool(
+            cfg,
+            a.models,
+            a.keep,
+            a.chunk_size,
+            name=name,
+            out=a.out,
+            quiet=a.quiet or a.json,
+            save_weights=a.save_weights,
+            canaries=a.canaries,
+            backend=a.backend,
+            ray_address=a.ray_address,
+            keep_mode=a.keep_mode,
+            memory_budget=a.memory_budget,
+        )
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if "models" in summary:
-            print(f"pool of {summary['models']} {summary['algorithm']} models on {summary['dataset']}/"
-                  f"{summary['model']}: mean test accuracy {summary['test_accuracy']:.4f} "
-                  f"(sd {summary['test_accuracy_sd']:.4f}), mean train accuracy on kept examples "
-                  f"{summary['train_accuracy']:.4f}, {summary['wall_seconds']:.1f} s")
+            print(
+                f"pool of {summary['models']} {summary['algorithm']} models on {summary['dataset']}/"
+                f"{summary['model']}: mean test accuracy {summary['test_accuracy']:.4f} "
+                f"(sd {summary['test_accuracy_sd']:.4f}), mean train accuracy on kept examples "
+                f"{summary['train_accuracy']:.4f}, {summary['wall_seconds']:.1f} s"
+            )
     return summary
 
 
@@ -64,12 +81,16 @@ def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
     summary = run_memorization(a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets)
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
-        print(f"memorization over {summary['models']} models, {summary['examples']} examples: mean "
-              f"{summary['memorization_mean']:.4f}, median {summary['memorization_median']:.4f}, "
-              f"{100 * summary['fraction_above_0.5']:.1f} % above 0.5, {summary['undefined']} undefined (NaN)")
+        print(
+            f"memorization over {summary['models']} models, {summary['examples']} examples: mean "
+            f"{summary['memorization_mean']:.4f}, median {summary['memorization_median']:.4f}, "
+            f"{100 * summary['fraction_above_0.5']:.1f} % above 0.5, {summary['undefined']} undefined (NaN)"
+        )
         for b in summary.get("buckets", []):
-            print(f"  entropy bucket {b['bucket']} (n={b['n']}): accuracy {b['acc_a']:.4f} -> {b['acc_b']:.4f}, "
-                  f"difference {b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]")
+            print(
+                f"  entropy bucket {b['bucket']} (n={b['n']}): accuracy {b['acc_a']:.4f} -> {b['acc_b']:.4f}, "
+                f"difference {b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]"
+            )
     return summary
 
 
@@ -79,27 +100,36 @@ def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
     summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap)
     if not a.json:
         print(f"run directory: {summary['run_dir']}  (ROC: plots/roc_loglog.png)")
-        print(f"{'pool':<12} {'attack':<20} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
-              f"{'eps_lower':>9} {'eps':>7}  n_in/n_out")
+        print(
+            f"{'pool':<12} {'attack':<20} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
+            f"{'eps_lower':>9} {'eps':>7}  n_in/n_out"
+        )
         for r in summary["table"]:
             eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
-            print(f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
-                  f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
-                  f"{r['n_members']}/{r['n_nonmembers']}"
-                  + (f"  eps_lower on {r['n_canaries']} canaries {r['epsilon_lower_bound_canaries']:.3f}"
-                     if "n_canaries" in r else ""))
+            print(
+                f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
+                f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
+                f"{r['n_members']}/{r['n_nonmembers']}"
+                + (
+                    f"  eps_lower on {r['n_canaries']} canaries {r['epsilon_lower_bound_canaries']:.3f}"
+                    if "n_canaries" in r
+                    else ""
+                )
+            )
     return summary
 
 
 def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
     from ..analyses.curvature import run_curvature
 
-    summary = run_curvature(a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method,
-                            seed=a.seed)
+    summary = run_curvature(
+        a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method, seed=a.seed
+    )
     if not a.json:
         print(f"run directory: {summary['run_dir']}  (histogram: plots/curvature_hist.png)")
-        line = (f"curvature ({summary['variant']}) over {summary['models']} model(s): "
-                f"mean {summary['curvature_mean']:.4g}")
+        line = (
+            f"curvature ({summary['variant']}) over {summary['models']} model(s): mean {summary['curvature_mean']:.4g}"
+        )
         if "spearman_curvature_memorization" in summary:
             line += f"; Spearman with memorization {summary['spearman_curvature_memorization']:.3f}"
         if "mislabel_auroc" in summary:
@@ -131,8 +161,13 @@ def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_privacy(a: argparse.Namespace) -> dict[str, Any]:
     from ..privacy.accounting import NEIGHBOURING, accountant_description, calibrate_noise, epsilon
 
-    common = {"sample_rate": a.sample_rate, "steps": a.steps, "delta": a.delta, "accountant": a.accountant,
-              "releases_per_step": a.releases_per_step}
+    common = {
+        "sample_rate": a.sample_rate,
+        "steps": a.steps,
+        "delta": a.delta,
+        "accountant": a.accountant,
+        "releases_per_step": a.releases_per_step,
+    }
     if a.privacy_command == "epsilon":
         value = epsilon(a.noise_multiplier, **common)
         result = {"epsilon": value, "noise_multiplier": a.noise_multiplier}
@@ -144,6 +179,8 @@ def cmd_privacy(a: argparse.Namespace) -> dict[str, Any]:
         line = f"noise_multiplier = {sigma:.4f} (epsilon = {value:.4f} <= {a.target_epsilon})"
     result.update(common, accountant=accountant_description(a.accountant), neighbouring=NEIGHBOURING)
     if not a.json:
-        print(f"{line} at delta = {a.delta:g}, q = {a.sample_rate:g}, {a.steps} steps x {a.releases_per_step} "
-              f"release(s); {result['accountant']}")
+        print(
+            f"{line} at delta = {a.delta:g}, q = {a.sample_rate:g}, {a.steps} steps x {a.releases_per_step} "
+            f"release(s); {result['accountant']}"
+        )
     return result

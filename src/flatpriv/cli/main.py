@@ -38,92 +38,143 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", metavar="NAME", help="a preset from `flatpriv presets` (default: 'default')")
     g.add_argument("--config", metavar="FILE", help="a TOML config file (same keys as the presets)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set optim.lr=0.1 --set sharpness.rho=0.1 (repeatable)")
-    p.add_argument("--out", default="runs", metavar="DIR",
-                   help="parent directory for the new run directory (default: runs)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set optim.lr=0.1 --set sharpness.rho=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--out", default="runs", metavar="DIR", help="parent directory for the new run directory (default: runs)"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="shortcut for --set train.device=...")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="flatpriv", description=(
-        "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
-        "and measure memorization and privacy. Every run writes a new directory under --out."))
+    parser = _Parser(
+        prog="flatpriv",
+        description=(
+            "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
+            "and measure memorization and privacy. Every run writes a new directory under --out."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("train", help="train one model and write a run directory",
-                       description="Train one model; the run directory gets config.json, provenance.json, "
-                       "metrics.jsonl (one line per epoch), summary.json, model.pt and arrays/ (per-example "
-                       "logits and labels). Without --preset or --config the 'default' preset is used.")
+    p = sub.add_parser(
+        "train",
+        help="train one model and write a run directory",
+        description="Train one model; the run directory gets config.json, provenance.json, "
+        "metrics.jsonl (one line per epoch), summary.json, model.pt and arrays/ (per-example "
+        "logits and labels). Without --preset or --config the 'default' preset is used.",
+    )
     _config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     _common(p)
     p.set_defaults(func=c.cmd_train)
 
-    p = sub.add_parser("pool", help="train K models on random halves of the training set (memorization, LiRA)",
-                       description="Train a pool of K models of one architecture at once (vectorized over a model "
-                       "axis), model k on its own random subset of the training set with seed seed + k: exactly "
-                       "--keep of it, or with --keep-mode bernoulli each example independently with probability "
-                       "--keep (subset sizes, step counts and schedules then differ per model, as in separate "
-                       "runs). Any algorithm, Noisy-SGD and the DP ones included. Writes arrays/keep.npy [K, N], "
-                       "per-model train/test logits (float16), models.jsonl and summary.json; finished chunks "
-                       "survive a kill (--resume). DP and Noisy-SGD pools give every model its own noise (noise "
-                       "seed noise_seed + 2k; DP: its own Poisson batches too) and DP pools report the epsilon each "
-                       "model has (models.jsonl has each model's own).")
+    p = sub.add_parser(
+        "pool",
+        help="train K models on random halves of the training set (memorization, LiRA)",
+        description="Train a pool of K models of one architecture at once (vectorized over a model "
+        "axis), model k on its own random subset of the training set with seed seed + k: exactly "
+        "--keep of it, or with --keep-mode bernoulli each example independently with probability "
+        "--keep (subset sizes, step counts and schedules then differ per model, as in separate "
+        "runs). Any algorithm, Noisy-SGD and the DP ones included. Writes arrays/keep.npy [K, N], "
+        "per-model train/test logits (float16), models.jsonl and summary.json; finished chunks "
+        "survive a kill (--resume). DP and Noisy-SGD pools give every model its own noise (noise "
+        "seed noise_seed + 2k; DP: its own Poisson batches too) and DP pools report the epsilon each "
+        "model has (models.jsonl has each model's own).",
+    )
     _config_args(p)
     p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
     p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
-    p.add_argument("--keep-mode", choices=["exact", "bernoulli"], default="exact",
-                   help="exact: every model keeps round(R*N) examples (default); bernoulli: each example joins "
-                   "each model with probability R (LiRA's masks)")
-    p.add_argument("--chunk-size", type=int, metavar="C",
-                   help="models trained at once (default: as many as fit the memory budget, at most 64)")
-    p.add_argument("--memory-budget", type=float, metavar="GIB",
-                   help="memory for one chunk, in GiB (default: half the device's free memory); chunks are sized "
-                   "from an estimate of each model's weights, optimizer state, activations and logits")
+    p.add_argument(
+        "--keep-mode",
+        choices=["exact", "bernoulli"],
+        default="exact",
+        help="exact: every model keeps round(R*N) examples (default); bernoulli: each example joins "
+        "each model with probability R (LiRA's masks)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        metavar="C",
+        help="models trained at once (default: as many as fit the memory budget, at most 64)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GIB",
+        help="memory for one chunk, in GiB (default: half the device's free memory); chunks are sized "
+        "from an estimate of each model's weights, optimizer state, activations and logits",
+    )
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
-    p.add_argument("--canaries", type=int, default=0, metavar="N",
-                   help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone")
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="train chunks here (default) or as Ray tasks (pip install 'flatpriv[ray]')")
+    p.add_argument(
+        "--canaries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="train chunks here (default) or as Ray tasks (pip install 'flatpriv[ray]')",
+    )
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local Ray instance)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted pool")
     _common(p)
     p.set_defaults(func=c.cmd_pool)
 
-    p = sub.add_parser("memorization", help="Feldman-Zhang memorization, influence and influence entropy of a pool",
-                       description="Per-example Feldman-Zhang memorization (with standard errors; NaN where an "
-                       "example was never in or never out), the test x train influence matrix, and paper 1's "
-                       "influence entropy per test point (a reconstruction). With --compare, test accuracy of both "
-                       "pools per entropy bucket and the difference with bootstrap 95%% CIs. Results go to a new "
-                       "run directory (arrays/, plots/memorization_hist.png, summary.json).")
+    p = sub.add_parser(
+        "memorization",
+        help="Feldman-Zhang memorization, influence and influence entropy of a pool",
+        description="Per-example Feldman-Zhang memorization (with standard errors; NaN where an "
+        "example was never in or never out), the test x train influence matrix, and paper 1's "
+        "influence entropy per test point (a reconstruction). With --compare, test accuracy of both "
+        "pools per entropy bucket and the difference with bootstrap 95%% CIs. Results go to a new "
+        "run directory (arrays/, plots/memorization_hist.png, summary.json).",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished pool (flatpriv pool)")
     p.add_argument("--compare", metavar="RUN_DIR", help="a second pool on the same data (e.g. SAM against SGD)")
-    p.add_argument("--kind", choices=["correct", "prob"], default="correct",
-                   help="0/1 correctness (default) or the probability of the true label")
+    p.add_argument(
+        "--kind",
+        choices=["correct", "prob"],
+        default="correct",
+        help="0/1 correctness (default) or the probability of the true label",
+    )
     p.add_argument("--buckets", type=int, default=5, help="equal-count influence-entropy buckets (default 5)")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_memorization)
 
-    p = sub.add_parser("attack", help="membership inference (threshold, LiRA) and empirical epsilon of pools",
-                       description="Membership inference on finished pools: each model in turn is the target, the "
-                       "others its shadows. Global and per-class loss thresholds, LiRA online/offline with "
-                       "per-example or fixed variance. Reports AUC, balanced accuracy, TPR at 0.1%% and 1%% FPR "
-                       "(bootstrap CIs, with the member/non-member counts), the empirical epsilon lower bound "
-                       "(Clopper-Pearson 95%%), a log-log ROC overlay and per-example vulnerability scores.")
+    p = sub.add_parser(
+        "attack",
+        help="membership inference (threshold, LiRA) and empirical epsilon of pools",
+        description="Membership inference on finished pools: each model in turn is the target, the "
+        "others its shadows. Global and per-class loss thresholds, LiRA online/offline with "
+        "per-example or fixed variance. Reports AUC, balanced accuracy, TPR at 0.1%% and 1%% FPR "
+        "(bootstrap CIs, with the member/non-member counts), the empirical epsilon lower bound "
+        "(Clopper-Pearson 95%%), a log-log ROC overlay and per-example vulnerability scores.",
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished pools on the same data")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for CIs (200)")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_attack)
 
-    p = sub.add_parser("curvature", help="per-example input-loss curvature of a run or a pool",
-                       description="Input-loss curvature per training example (Hutchinson with finite "
-                       "differences, eval mode, summed loss): 'norm' (default, the authors' code), 'squared' "
-                       "(~tr(H^2)) or 'trace' (~tr(H)); --method hvp uses exact Hessian-vector products. For a pool "
-                       "trained with --save-weights: mean and max over the models holding each example, and the "
-                       "Spearman correlation with the pool's memorization.")
+    p = sub.add_parser(
+        "curvature",
+        help="per-example input-loss curvature of a run or a pool",
+        description="Input-loss curvature per training example (Hutchinson with finite "
+        "differences, eval mode, summed loss): 'norm' (default, the authors' code), 'squared' "
+        "(~tr(H^2)) or 'trace' (~tr(H)); --method hvp uses exact Hessian-vector products. For a pool "
+        "trained with --save-weights: mean and max over the models holding each example, and the "
+        "Spearman correlation with the pool's memorization.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run or pool")
     p.add_argument("--variant", choices=["norm", "squared", "trace"], default="norm")
     p.add_argument("--method", choices=["finite_difference", "hvp"], default="finite_difference")
@@ -136,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)
     psub.required = True
-    for what, helptext in (("epsilon", "epsilon of T Poisson-subsampled Gaussian steps (dp-accounting)"),
-                           ("calibrate", "smallest noise multiplier whose epsilon does not exceed the target")):
+    for what, helptext in (
+        ("epsilon", "epsilon of T Poisson-subsampled Gaussian steps (dp-accounting)"),
+        ("calibrate", "smallest noise multiplier whose epsilon does not exceed the target"),
+    ):
         q = psub.add_parser(what, help=helptext, description=helptext + "; add/remove-one neighbours.")
         if what == "epsilon":
             q.add_argument("--noise-multiplier", type=float, required=True, metavar="S", help="sigma")

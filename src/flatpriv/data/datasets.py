@@ -64,10 +64,14 @@ class Dataset:
         """
         pos = positions.to(self.x_train.device)
         idx = positions.cpu().numpy()
-        meta = {k: (v[idx] if k.startswith("train_") or k == "clean_labels" else v)
-                for k, v in self.meta.items() if k != "flipped"}
-        return dataclasses.replace(self, x_train=self.x_train[pos], y_train=self.y_train[pos],
-                                   train_index=self.train_index[pos], meta=meta)
+        meta = {
+            k: (v[idx] if k.startswith("train_") or k == "clean_labels" else v)
+            for k, v in self.meta.items()
+            if k != "flipped"
+        }
+        return dataclasses.replace(
+            self, x_train=self.x_train[pos], y_train=self.y_train[pos], train_index=self.train_index[pos], meta=meta
+        )
 
     def to(self, device: str | torch.device) -> Dataset:
         """A copy whose tensors are on ``device`` (meta stays numpy, shared)."""
@@ -152,9 +156,7 @@ def _load_digits(cfg: DataConfig) -> _Raw:
 
     digits = load_digits()
     x = (digits.data / 16.0).reshape(-1, 1, 8, 8)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, digits.target, test_size=0.25, random_state=0, stratify=digits.target
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=0.25, random_state=0, stratify=digits.target)
     return x_tr, y_tr, x_te, y_te, 10, {}
 
 
@@ -172,8 +174,7 @@ def _load_synthetic(cfg: DataConfig) -> _Raw:
         )
     if min(g, cfg.rare_size, cfg.rare_test_size) < 0 or cfg.separation <= 0:
         raise FlatprivError(
-            "data: synthetic-longtail needs rare_groups_per_class, rare_size, rare_test_size >= 0"
-            " and separation > 0"
+            "data: synthetic-longtail needs rare_groups_per_class, rare_size, rare_test_size >= 0 and separation > 0"
         )
     rng = np.random.default_rng(cfg.seed)
     # rows 0..k-1: the classes' common modes; row k + i: rare group i, of class i // g

@@ -67,17 +67,29 @@ def _setups(cfg: Config, alg: Algorithm, sizes: list[int], device: torch.device)
     return {m: setup_privacy(cfg, alg, m, device) for m in sorted(set(sizes))}  # type: ignore[misc]
 
 
-def _noise(template: Tree, gens: list[torch.Generator], active: list[bool], releases: int,
-           std: torch.Tensor, divisor: torch.Tensor) -> Noise:
+def _noise(
+    template: Tree,
+    gens: list[torch.Generator],
+    active: list[bool],
+    releases: int,
+    std: torch.Tensor,
+    divisor: torch.Tensor,
+) -> Noise:
     """Model k's ``releases`` draws from its own generator (zeros for a finished model, which draws nothing)."""
-    per_model = [[standard_normal(template, g) if on else {n: torch.zeros_like(v) for n, v in template.items()}
-                  for _ in range(releases)] for g, on in zip(gens, active)]
+    per_model = [
+        [
+            standard_normal(template, g) if on else {n: torch.zeros_like(v) for n, v in template.items()}
+            for _ in range(releases)
+        ]
+        for g, on in zip(gens, active)
+    ]
     z = tuple({n: torch.stack([m[r][n] for m in per_model]) for n in template} for r in range(releases))
     return Noise(z, std, divisor)
 
 
-def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
-                    quiet: bool = True) -> dict[str, Any]:
+def train_dp_models(
+    cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int], quiet: bool = True
+) -> dict[str, Any]:
     """Train one private model per row of ``keep``; returns the stacked weights and each model's privacy record."""
     alg = get_algorithm(cfg.algorithm)
     device = data.x_train.device
@@ -85,7 +97,7 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     k_models, width = len(sizes), max(sizes)
     subsets = torch.zeros(k_models, width, dtype=torch.long, device=device)
     for k, row in enumerate(keep):
-        subsets[k, :sizes[k]] = torch.as_tensor(np.flatnonzero(row), device=device)
+        subsets[k, : sizes[k]] = torch.as_tensor(np.flatnonzero(row), device=device)
     runs = _setups(cfg, alg, sizes, device)
     q = [runs[m].sample_rate for m in sizes]
     sigma = [runs[m].noise_multiplier for m in sizes]
@@ -101,22 +113,27 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     ledgers = [Ledger() for _ in sizes]
     template = {n: v[0].detach() for n, v in params.items()}
     state = pipe.init(params)
-    for t in tqdm(range(lrs.shape[1]), desc=f"DP pool chunk ({k_models} models)", unit="step",
-                  disable=quiet or None, leave=False):
+    for t in tqdm(
+        range(lrs.shape[1]), desc=f"DP pool chunk ({k_models} models)", unit="step", disable=quiet or None, leave=False
+    ):
         active = [t < total for total in totals]  # a finished model samples, draws and releases nothing more
-        picks = [(torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1) if on
-                 else torch.empty(0, dtype=torch.long, device=device)
-                 for m, qk, g, on in zip(sizes, q, samplers, active)]
+        picks = [
+            (torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1)
+            if on
+            else torch.empty(0, dtype=torch.long, device=device)
+            for m, qk, g, on in zip(sizes, q, samplers, active)
+        ]
         width_t = max(1, max(len(p) for p in picks))
         pos = torch.zeros(k_models, width_t, dtype=torch.long, device=device)
         real = torch.zeros(k_models, width_t, dtype=torch.long, device=device)
         for k, p in enumerate(picks):
-            pos[k, :len(p)], real[k, :len(p)] = p, 1
+            pos[k, : len(p)], real[k, : len(p)] = p, 1
         idx = torch.gather(subsets, 1, pos)
         yw = torch.stack([data.y_train[idx], real], dim=-1)
         noise = _noise(template, noise_gens, active, pipe.releases, std, divisor)
-        g, state = pool_grad(pipe.grad, vectorized, {n: v.detach() for n, v in params.items()}, state,
-                             data.x_train[idx], yw, noise)
+        g, state = pool_grad(
+            pipe.grad, vectorized, {n: v.detach() for n, v in params.items()}, state, data.x_train[idx], yw, noise
+        )
         for k in range(k_models):
             if active[k]:
                 ledgers[k].record(sigma[k], q[k], pipe.releases)
@@ -125,7 +142,12 @@ def train_dp_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[in
     for ledger in ledgers:
         if tuple(ledger.entries) not in epsilons:
             epsilons[tuple(ledger.entries)] = epsilon_from_ledger(ledger, cfg.privacy.delta, cfg.privacy.accountant)
-    return {"params": {k: v.detach() for k, v in params.items()}, "base": base,
-            "epsilon": np.array([epsilons[tuple(g.entries)] for g in ledgers]),
-            "noise_multiplier": np.array(sigma), "sample_rate": np.array(q),
-            "releases": np.array([g.releases for g in ledgers]), "steps": np.array(totals)}
+    return {
+        "params": {k: v.detach() for k, v in params.items()},
+        "base": base,
+        "epsilon": np.array([epsilons[tuple(g.entries)] for g in ledgers]),
+        "noise_multiplier": np.array(sigma),
+        "sample_rate": np.array(q),
+        "releases": np.array([g.releases for g in ledgers]),
+        "steps": np.array(totals),
+    }

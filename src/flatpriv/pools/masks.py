@@ -27,8 +27,10 @@ def make_keep(n_models: int, n: int, fraction: float, seed: int, mode: str = "ex
         keep = np.random.default_rng([seed, 0xBE27]).random((n_models, n)) < fraction
         sizes = keep.sum(1)
         if sizes.min() < 1 or sizes.max() >= n:
-            raise FlatprivError(f"--keep-mode bernoulli gave a model {sizes.min() if sizes.min() < 1 else n} of "
-                                f"{n} examples: every model needs some in and some out (move --keep away from 0 and 1)")
+            raise FlatprivError(
+                f"--keep-mode bernoulli gave a model {sizes.min() if sizes.min() < 1 else n} of "
+                f"{n} examples: every model needs some in and some out (move --keep away from 0 and 1)"
+            )
         return keep
     m = round(fraction * n)
     if m < 1 or m >= n:

@@ -41,15 +41,25 @@ from .steps import vmap_models
 GIB = 2**30
 
 
-def pool_memory(cfg: Config, input_shape: tuple[int, ...], num_classes: int, n_train: int, n_test: int,
-                kept: int, device: torch.device) -> tuple[int, int]:
+def pool_memory(
+    cfg: Config,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    n_train: int,
+    n_test: int,
+    kept: int,
+    device: torch.device,
+) -> tuple[int, int]:
     """(bytes per model, bytes per chunk) by the estimate above, for models that keep at most ``kept`` examples."""
     with torch.device("meta"):  # shapes only: no memory, no compute, no draw from the global RNG
         model = build_model(cfg.model, input_shape, num_classes)
     params = sum(p.numel() for p in model.parameters())
     outputs = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
-             for m in model.modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         model(torch.empty((1, *input_shape), device="meta"))
     for h in hooks:
@@ -78,8 +88,9 @@ def free_bytes(device: torch.device) -> int:
         return 8 * GIB
 
 
-def chunk_size(requested: int | None, budget_gib: float | None, per_model: int, per_chunk: int,
-               device: torch.device, n_models: int) -> int:
+def chunk_size(
+    requested: int | None, budget_gib: float | None, per_model: int, per_chunk: int, device: torch.device, n_models: int
+) -> int:
     """Models per chunk: ``requested`` if it fits the budget (refused otherwise), else as many as fit, at most
     64 (larger chunks save no time on a CPU). The default budget is half the device's free memory."""
     if budget_gib is not None and budget_gib <= 0:
@@ -87,16 +98,19 @@ def chunk_size(requested: int | None, budget_gib: float | None, per_model: int, 
     budget = budget_gib * GIB if budget_gib is not None else free_bytes(device) / 2
     fits = int((budget - per_chunk) // per_model)
     if fits < 1:
-        raise FlatprivError(f"one model needs about {(per_model + per_chunk) / GIB:.2f} GiB, over the memory budget of "
-                            f"{budget / GIB:.2f} GiB: raise --memory-budget or use a smaller model or batch")
+        raise FlatprivError(
+            f"one model needs about {(per_model + per_chunk) / GIB:.2f} GiB, over the memory budget of "
+            f"{budget / GIB:.2f} GiB: raise --memory-budget or use a smaller model or batch"
+        )
     if requested is not None:
         if requested < 1:
             raise FlatprivError(f"--chunk-size {requested}: must be at least 1")
         if min(requested, n_models) > fits:
             need = requested * per_model + per_chunk
-            raise FlatprivError(f"--chunk-size {requested} needs about {need / GIB:.2f} GiB, over "
-                                f"the memory budget of {budget / GIB:.2f} GiB: use --chunk-size {fits} or less, or "
-                                "raise --memory-budget")
+            raise FlatprivError(
+                f"--chunk-size {requested} needs about {need / GIB:.2f} GiB, over "
+                f"the memory budget of {budget / GIB:.2f} GiB: use --chunk-size {fits} or less, or "
+                "raise --memory-budget"
+            )
         return requested
     return max(1, min(fits, 64, n_models))
-

@@ -32,8 +32,7 @@ from .steps import BatchStream, descend, lr_table, vmap_models
 POOL_FILE = "pool.json"
 
 
-def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
-                 quiet: bool = True) -> dict[str, Any]:
+def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int], quiet: bool = True) -> dict[str, Any]:
     """Train len(seeds) models at once, model k on the training positions where ``keep[k]`` is set; DP rows go
     through :func:`flatpriv.pools.dp.train_dp_models` (per-model Poisson batches, noise and ledgers)."""
     alg = get_algorithm(cfg.algorithm)
@@ -50,9 +49,14 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
     test_logits = pool_logits(base, params, data.x_test, cfg.train.eval_batch_size)
     keep_t = torch.as_tensor(keep, device=device)
     correct = (train_logits.argmax(-1) == data.y_train).float()
-    return {"params": params, "train_logits": train_logits, "test_logits": test_logits,
-            "train_accuracy": ((correct * keep_t).sum(1) / keep_t.sum(1)).cpu().numpy(),
-            "test_accuracy": (test_logits.argmax(-1) == data.y_test).float().mean(1).cpu().numpy(), **extra}
+    return {
+        "params": params,
+        "train_logits": train_logits,
+        "test_logits": test_logits,
+        "train_accuracy": ((correct * keep_t).sum(1) / keep_t.sum(1)).cpu().numpy(),
+        "test_accuracy": (test_logits.argmax(-1) == data.y_test).float().mean(1).cpu().numpy(),
+        **extra,
+    }
 
 
 def _weighted_cross_entropy(logits: torch.Tensor, yw: torch.Tensor) -> torch.Tensor:
@@ -61,8 +65,9 @@ def _weighted_cross_entropy(logits: torch.Tensor, yw: torch.Tensor) -> torch.Ten
     return (F.cross_entropy(logits, yw[:, 0], reduction="none") * w).sum() / w.sum().clamp(min=1.0)
 
 
-def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
-                 quiet: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+def _train_plain(
+    cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int], quiet: bool
+) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
     """Non-private rows and Noisy-SGD. Model k's noise N(0, (σ/B)²I) is drawn outside the vmap from its own
     generator (noise seed noise_seed + 2k, as in DP pools), leaf by leaf in the order a single run draws it."""
     alg = get_algorithm(cfg.algorithm)
@@ -74,8 +79,9 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
         alg = get_algorithm("sgd")
     pipelines = [alg.pipeline(cfg, base), alg.pipeline(cfg, base, loss_fn=_weighted_cross_entropy)]
     bs = cfg.train.batch_size
-    stream = BatchStream([np.flatnonzero(row) for row in keep], bs, cfg.train.epochs,
-                         [torch.Generator().manual_seed(s) for s in seeds])
+    stream = BatchStream(
+        [np.flatnonzero(row) for row in keep], bs, cfg.train.epochs, [torch.Generator().manual_seed(s) for s in seeds]
+    )
     lrs = lr_table(cfg, stream.totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
     gens = model_generators(cfg, seeds, device) if noisy else []
@@ -85,8 +91,13 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
     vectorized = vmap_models(base, device)
     block = max(stream.steps_per_epoch)
     total = lrs.shape[1]
-    for t0 in tqdm(range(0, total, block), desc=f"pool chunk ({len(seeds)} models)", unit="epoch",
-                   disable=quiet or None, leave=False):
+    for t0 in tqdm(
+        range(0, total, block),
+        desc=f"pool chunk ({len(seeds)} models)",
+        unit="epoch",
+        disable=quiet or None,
+        leave=False,
+    ):
         steps = min(block, total - t0)
         pos = stream.block(steps)
         counts = (pos >= 0).sum(2)
@@ -94,7 +105,7 @@ def _train_plain(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
         for j in range(steps):
             c = counts[:, j]
             if (c == c[0]).all():  # every model has a full (or the same short) batch: the plain mean
-                idx = pos[:, j, :int(c[0])]
+                idx = pos[:, j, : int(c[0])]
                 x, y, pipe = data.x_train[idx], data.y_train[idx], pipelines[0]
             else:  # batches of different sizes: padded rows get weight 0
                 real = pos[:, j] >= 0

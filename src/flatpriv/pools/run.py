@@ -29,8 +29,14 @@ from .memory import pool_memory
 from .plain import POOL_FILE, train_models
 
 
-def chunk_arrays(cfg_dict: dict[str, Any], keep_rows: np.ndarray, seeds: list[int], canaries: np.ndarray | None,
-                 canary_labels: np.ndarray | None, save_weights: bool) -> dict[str, np.ndarray]:
+def chunk_arrays(
+    cfg_dict: dict[str, Any],
+    keep_rows: np.ndarray,
+    seeds: list[int],
+    canaries: np.ndarray | None,
+    canary_labels: np.ndarray | None,
+    save_weights: bool,
+) -> dict[str, np.ndarray]:
     """Train one chunk of models from plain data (what a Ray task receives) and return its arrays."""
     cfg = config_from_dict(cfg_dict)
     device = resolve_device(cfg.train.device)
@@ -38,10 +44,13 @@ def chunk_arrays(cfg_dict: dict[str, Any], keep_rows: np.ndarray, seeds: list[in
     if canaries is not None:  # the audit's canaries: training examples given a wrong label in every model
         data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
     r = train_models(cfg, data, keep_rows, seeds, quiet=True)
-    arrays = {"train_logits": r["train_logits"].cpu().numpy().astype(np.float16),
-              "test_logits": r["test_logits"].cpu().numpy().astype(np.float16),
-              "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
-              **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r}}
+    arrays = {
+        "train_logits": r["train_logits"].cpu().numpy().astype(np.float16),
+        "test_logits": r["test_logits"].cpu().numpy().astype(np.float16),
+        "train_accuracy": r["train_accuracy"],
+        "test_accuracy": r["test_accuracy"],
+        **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r},
+    }
     if save_weights:
         arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})
     return arrays
@@ -53,8 +62,14 @@ def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
-                backend: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+def _run_chunks(
+    run_dir: Path,
+    cfg: Config,
+    pool: dict[str, Any],
+    quiet: bool,
+    backend: str = "local",
+    ray_address: str | None = None,
+) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
     keep = np.load(run_dir / "arrays" / "keep.npy")
@@ -71,8 +86,14 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
 
     def args(start: int) -> tuple:
         rows = slice(start, min(start + chunk, k_total))
-        return (config_to_dict(cfg), keep[rows], [cfg.seed + k for k in range(rows.start, rows.stop)], canaries,
-                canary_labels, bool(pool.get("save_weights")))
+        return (
+            config_to_dict(cfg),
+            keep[rows],
+            [cfg.seed + k for k in range(rows.start, rows.stop)],
+            canaries,
+            canary_labels,
+            bool(pool.get("save_weights")),
+        )
 
     if backend == "ray":
         _run_on_ray(run_dir, todo, args, ray_address, quiet, pool)
@@ -90,19 +111,41 @@ def _run_chunks(run_dir: Path, cfg: Config, pool: dict[str, Any], quiet: bool,
         results.save_array(run_dir, name, np.asarray(arr))
     train_acc = np.concatenate([p["train_accuracy"] for p in parts])
     test_acc = np.concatenate([p["test_accuracy"] for p in parts])
-    private = {key: np.concatenate([np.atleast_1d(p[key]) for p in parts])
-               for key in ("epsilon", "noise_multiplier", "sample_rate") if key in parts[0].files}
-    results.write_jsonl(run_dir / "models.jsonl", [
-        {"model": k, "seed": cfg.seed + k, "train_accuracy": float(a), "test_accuracy": float(b),
-         "kept": int(keep[k].sum()), **{key: float(v[k]) for key, v in private.items()}}
-        for k, (a, b) in enumerate(zip(train_acc, test_acc))])
-    summary = {"kind": "pool", "algorithm": cfg.algorithm, "dataset": cfg.data.name, "model": cfg.model.name,
-               "models": k_total, "keep_fraction": pool["keep_fraction"], "keep_mode": pool.get("keep_mode", "exact"),
-               "examples": int(keep.shape[1]),
-               "train_accuracy": float(train_acc.mean()), "test_accuracy": float(test_acc.mean()),
-               "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
-               **_privacy(cfg, private),
-               "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3), "run_dir": str(run_dir)}
+    private = {
+        key: np.concatenate([np.atleast_1d(p[key]) for p in parts])
+        for key in ("epsilon", "noise_multiplier", "sample_rate")
+        if key in parts[0].files
+    }
+    results.write_jsonl(
+        run_dir / "models.jsonl",
+        [
+            {
+                "model": k,
+                "seed": cfg.seed + k,
+                "train_accuracy": float(a),
+                "test_accuracy": float(b),
+                "kept": int(keep[k].sum()),
+                **{key: float(v[k]) for key, v in private.items()},
+            }
+            for k, (a, b) in enumerate(zip(train_acc, test_acc))
+        ],
+    )
+    summary = {
+        "kind": "pool",
+        "algorithm": cfg.algorithm,
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "models": k_total,
+        "keep_fraction": pool["keep_fraction"],
+        "keep_mode": pool.get("keep_mode", "exact"),
+        "examples": int(keep.shape[1]),
+        "train_accuracy": float(train_acc.mean()),
+        "test_accuracy": float(test_acc.mean()),
+        "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
+        **_privacy(cfg, private),
+        "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3),
+        "run_dir": str(run_dir),
+    }
     results.write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -114,11 +157,17 @@ def _privacy(cfg: Config, private: dict[str, np.ndarray]) -> dict[str, Any]:
     eps, sigma, q = private["epsilon"], private["noise_multiplier"], private["sample_rate"]
     same = bool((eps == eps[0]).all() and (sigma == sigma[0]).all() and (q == q[0]).all())
     return privacy_summary(
-        "dp", float(sigma[0]) if same else None, float(eps.max()), cfg.privacy.delta, cfg.privacy.accountant,
-        epsilon_note="every model has the same (σ, q, steps) ledger, so this ε holds for each model" if same
+        "dp",
+        float(sigma[0]) if same else None,
+        float(eps.max()),
+        cfg.privacy.delta,
+        cfg.privacy.accountant,
+        epsilon_note="every model has the same (σ, q, steps) ledger, so this ε holds for each model"
+        if same
         else "the largest ε over the models (Bernoulli masks: each model has its own subset size, q_k, σ_k "
-             "and ε_k, listed in models.jsonl); it holds for each model",
-        sample_rate=float(q[0]) if same else None)
+        "and ε_k, listed in models.jsonl); it holds for each model",
+        sample_rate=float(q[0]) if same else None,
+    )
 
 
 def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,13 +189,16 @@ def ray_memory(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, i
     need = int((pool["chunk_size"] * est["per_model"] + est["per_chunk"]) * 2**20)
     biggest = max((n["Resources"].get("memory", 0) for n in nodes if n.get("Alive")), default=0)
     if biggest and need > biggest:
-        raise FlatprivError(f"a chunk of {pool['chunk_size']} models needs about {need / 2**30:.2f} GiB, more than "
-                            f"any Ray node offers ({biggest / 2**30:.2f} GiB): lower --chunk-size or --memory-budget")
+        raise FlatprivError(
+            f"a chunk of {pool['chunk_size']} models needs about {need / 2**30:.2f} GiB, more than "
+            f"any Ray node offers ({biggest / 2**30:.2f} GiB): lower --chunk-size or --memory-budget"
+        )
     return {"memory": need}
 
 
-def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: str | None, quiet: bool,
-                pool: dict[str, Any]) -> None:
+def _run_on_ray(
+    run_dir: Path, todo: list[tuple[int, int]], args: Any, address: str | None, quiet: bool, pool: dict[str, Any]
+) -> None:
     try:
         import ray
     except ImportError as e:
@@ -163,12 +215,22 @@ def _run_on_ray(run_dir: Path, todo: list[tuple[int, int]], args: Any, address: 
             bar.update()
 
 
-def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_size: int | None = None,
-               name: str = "custom",
-               out: str | Path = "runs", quiet: bool = False, save_weights: bool = False,
-               stop_after_chunks: int | None = None, canaries: int = 0, backend: str = "local",
-               ray_address: str | None = None, keep_mode: str = "exact",
-               memory_budget: float | None = None) -> dict[str, Any]:
+def train_pool(
+    cfg: Config,
+    n_models: int,
+    keep_fraction: float = 0.5,
+    chunk_size: int | None = None,
+    name: str = "custom",
+    out: str | Path = "runs",
+    quiet: bool = False,
+    save_weights: bool = False,
+    stop_after_chunks: int | None = None,
+    canaries: int = 0,
+    backend: str = "local",
+    ray_address: str | None = None,
+    keep_mode: str = "exact",
+    memory_budget: float | None = None,
+) -> dict[str, Any]:
     """Train a pool of ``n_models`` into a new run directory; returns its summary (mean accuracies over models).
 
     ``chunk_size`` models are trained at once; by default as many as fit ``memory_budget`` GiB (default: half the
@@ -183,16 +245,29 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
     if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
             setup_privacy(cfg, alg, size, data.x_train.device)
-    per_model, per_chunk = pool_memory(cfg, data.input_shape, data.num_classes, len(data.y_train),
-                                       len(data.y_test), int(keep.sum(1).max()), data.x_train.device)
+    per_model, per_chunk = pool_memory(
+        cfg,
+        data.input_shape,
+        data.num_classes,
+        len(data.y_train),
+        len(data.y_test),
+        int(keep.sum(1).max()),
+        data.x_train.device,
+    )
     chunk_size = choose_chunk(chunk_size, memory_budget, per_model, per_chunk, data.x_train.device, n_models)
     run_dir = results.new_run_dir(out, "pool", name)
     results.write_json(run_dir / "config.json", config_to_dict(cfg))
     results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
-    pool = {"models": n_models, "keep_fraction": keep_fraction, "keep_mode": keep_mode, "chunk_size": chunk_size,
-            "model_seeds": f"seed + k for k in 0..{n_models - 1}", "save_weights": save_weights,
-            "memory_estimate_mib": {"per_model": round(per_model / 2**20, 2), "per_chunk": round(per_chunk / 2**20, 2)},
-            "memory_budget_gib": memory_budget}
+    pool = {
+        "models": n_models,
+        "keep_fraction": keep_fraction,
+        "keep_mode": keep_mode,
+        "chunk_size": chunk_size,
+        "model_seeds": f"seed + k for k in 0..{n_models - 1}",
+        "save_weights": save_weights,
+        "memory_estimate_mib": {"per_model": round(per_model / 2**20, 2), "per_chunk": round(per_chunk / 2**20, 2)},
+        "memory_budget_gib": memory_budget,
+    }
     results.write_json(run_dir / POOL_FILE, pool)
     results.save_array(run_dir, "keep", keep)
     if canaries:
@@ -202,8 +277,9 @@ def train_pool(cfg: Config, n_models: int, keep_fraction: float = 0.5, chunk_siz
     return _run_chunks(run_dir, cfg, dict(pool, stop_after_chunks=stop_after_chunks), quiet, backend, ray_address)
 
 
-def resume_pool(run_dir: str | Path, quiet: bool = False, backend: str = "local",
-                ray_address: str | None = None) -> dict[str, Any]:
+def resume_pool(
+    run_dir: str | Path, quiet: bool = False, backend: str = "local", ray_address: str | None = None
+) -> dict[str, Any]:
     """Finish a pool whose process was killed: chunks already saved are kept, the rest are trained."""
     run_dir = Path(run_dir)
     if not (run_dir / POOL_FILE).is_file():

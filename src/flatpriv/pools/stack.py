@@ -36,8 +36,9 @@ def stacked_models(cfg: Config, data: Dataset, seeds: list[int]) -> tuple[Tree, 
     return params, copy.deepcopy(models[0]).to("meta")
 
 
-def model_generators(cfg: Config, seeds: list[int], device: torch.device,
-                     sampler: bool = False) -> list[torch.Generator]:
+def model_generators(
+    cfg: Config, seeds: list[int], device: torch.device, sampler: bool = False
+) -> list[torch.Generator]:
     """Model k's (seed ``cfg.seed + k``) noise generator, seeded noise_seed + 2k, or with ``sampler`` its Poisson
     sampler, seeded noise_seed + 2k + 1: a single run's with privacy.noise_seed = noise_seed + 2k. OS entropy
     when noise_seed is unset."""
@@ -45,8 +46,9 @@ def model_generators(cfg: Config, seeds: list[int], device: torch.device,
     return [make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device) for s in seeds]
 
 
-def pool_grad(grad: Callable[..., tuple[Tree, Any, torch.Tensor]], vectorized: bool, params: Tree, state: Any,
-              *args: Any) -> tuple[Tree, Any]:
+def pool_grad(
+    grad: Callable[..., tuple[Tree, Any, torch.Tensor]], vectorized: bool, params: Tree, state: Any, *args: Any
+) -> tuple[Tree, Any]:
     """``grad(params_k, state_k, *args_k)`` for every model k: one ``vmap`` over the leading axis of every tensor
     argument, or (``vectorized=False``) a loop over the models with the results stacked. State leaves that are
     not tensors yet (VaSSO's d and DP-SAT's last release before the first step) are shared, not mapped."""
@@ -69,8 +71,10 @@ def pool_grad(grad: Callable[..., tuple[Tree, Any, torch.Tensor]], vectorized: b
     def part(tree: Any, k: int) -> Any:
         return tree_map(lambda v: v[k] if isinstance(v, torch.Tensor) else v, tree)
 
-    outs = [grad(part(params, k), part(state, k), *(part(a, k) for a in args))
-            for k in range(next(iter(params.values())).shape[0])]
+    outs = [
+        grad(part(params, k), part(state, k), *(part(a, k) for a in args))
+        for k in range(next(iter(params.values())).shape[0])
+    ]
     g = {n: torch.stack([o[0][n] for o in outs]) for n in params}
     stacked = tree_map(lambda *vs: torch.stack(vs) if isinstance(vs[0], torch.Tensor) else vs[0], *[o[1] for o in outs])
     return g, stacked
@@ -81,5 +85,14 @@ def pool_logits(base: torch.nn.Module, params: Tree, x: torch.Tensor, batch: int
     """[K, n, C] logits, one model at a time: on a CPU twice as fast as a vmap over models (measured for the MLP
     and the 1-D CNN), since every model sees the same inputs and nothing is gained by batching the weights."""
     k_models = next(iter(params.values())).shape[0]
-    return torch.stack([torch.cat([functional_call(base, {n: v[k] for n, v in params.items()}, (x[i:i + batch],))
-                                   for i in range(0, len(x), batch)]) for k in range(k_models)])
+    return torch.stack(
+        [
+            torch.cat(
+                [
+                    functional_call(base, {n: v[k] for n, v in params.items()}, (x[i : i + batch],))
+                    for i in range(0, len(x), batch)
+                ]
+            )
+            for k in range(k_models)
+        ]
+    )

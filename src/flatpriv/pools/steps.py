@@ -49,8 +49,9 @@ def lr_table(cfg: Config, totals: Sequence[int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def descend(optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-            lrs: np.ndarray) -> None:
+def descend(
+    optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: np.ndarray
+) -> None:
     """One step of the stacked optimizer with learning rate ``lrs[k]`` for model k (0: model k does not move)."""
     for name, p in params.items():
         p.grad = grads[name]
@@ -77,8 +78,9 @@ class BatchStream:
     stays at about one epoch per model.
     """
 
-    def __init__(self, subsets: Sequence[np.ndarray], batch_size: int, epochs: int,
-                 generators: Sequence[torch.Generator]) -> None:
+    def __init__(
+        self, subsets: Sequence[np.ndarray], batch_size: int, epochs: int, generators: Sequence[torch.Generator]
+    ) -> None:
         self.subsets = [torch.as_tensor(s, dtype=torch.long) for s in subsets]
         self.batch_size = batch_size
         self.epochs = epochs

@@ -30,8 +30,15 @@ from .accounting import (
     epsilon_from_ledger,
 )
 
-_LAZY = {"Noise": "privatizer", "PrivateRun": "privatizer", "Privatizer": "privatizer", "privatize": "privatizer",
-         "setup_privacy": "privatizer", "clipped_grad": "clipping", "supports_ghost": "clipping"}
+_LAZY = {
+    "Noise": "privatizer",
+    "PrivateRun": "privatizer",
+    "Privatizer": "privatizer",
+    "privatize": "privatizer",
+    "setup_privacy": "privatizer",
+    "clipped_grad": "clipping",
+    "supports_ghost": "clipping",
+}
 
 __all__ = [
     "ACCOUNTANTS",

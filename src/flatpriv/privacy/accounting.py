@@ -123,8 +123,10 @@ class Ledger:
         """JSON-able form, saved in run directories."""
         return {
             "neighbouring": NEIGHBOURING,
-            "entries": [{"noise_multiplier": e.noise_multiplier, "sample_rate": e.sample_rate, "count": e.count}
-                        for e in self.entries],
+            "entries": [
+                {"noise_multiplier": e.noise_multiplier, "sample_rate": e.sample_rate, "count": e.count}
+                for e in self.entries
+            ],
         }
 
     @classmethod
@@ -146,19 +148,23 @@ class Ledger:
         """``ComposedDpEvent`` of ``SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(σ)), count)``."""
         import dp_accounting as dpa
 
-        return dpa.ComposedDpEvent([
-            dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(e.sample_rate, dpa.GaussianDpEvent(e.noise_multiplier)),
-                                    e.count)
-            for e in self.entries
-        ])
+        return dpa.ComposedDpEvent(
+            [
+                dpa.SelfComposedDpEvent(
+                    dpa.PoissonSampledDpEvent(e.sample_rate, dpa.GaussianDpEvent(e.noise_multiplier)), e.count
+                )
+                for e in self.entries
+            ]
+        )
 
 
 def _make_accountant(accountant: str) -> dp_accounting.PrivacyAccountant:
     from dp_accounting import NeighboringRelation, pld, rdp
 
     if accountant == "pld":
-        return pld.PLDAccountant(NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                 value_discretization_interval=PLD_DISCRETIZATION)
+        return pld.PLDAccountant(
+            NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=PLD_DISCRETIZATION
+        )
     return rdp.RdpAccountant(list(RDP_ORDERS), NeighboringRelation.ADD_OR_REMOVE_ONE)
 
 
@@ -189,20 +195,35 @@ def epsilon_from_ledger(ledger: Ledger, delta: float, accountant: str = "pld") -
     return _epsilon_cached(tuple(ledger.entries), _check_delta(delta), _check_accountant(accountant))
 
 
-def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "pld",
-            releases_per_step: int = 1) -> float:
+def epsilon(
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "pld",
+    releases_per_step: int = 1,
+) -> float:
     """ε at δ of ``steps``·``releases_per_step`` Poisson-subsampled Gaussian releases (σ, q), add/remove-one.
 
     0 for ``steps`` = 0; inf for σ = 0 and ``steps`` > 0. q = 1 means no subsampling (full batch).
     """
     ledger = Ledger()
-    ledger.record(_check_sigma(noise_multiplier), _check_q(sample_rate),
-                  _check_int("steps", steps, 0) * _check_int("releases_per_step", releases_per_step, 1))
+    ledger.record(
+        _check_sigma(noise_multiplier),
+        _check_q(sample_rate),
+        _check_int("steps", steps, 0) * _check_int("releases_per_step", releases_per_step, 1),
+    )
     return epsilon_from_ledger(ledger, delta, accountant)
 
 
-def calibrate_noise(target_epsilon: float, sample_rate: float, steps: int, delta: float, accountant: str = "pld",
-                    releases_per_step: int = 1) -> float:
+def calibrate_noise(
+    target_epsilon: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "pld",
+    releases_per_step: int = 1,
+) -> float:
     """Smallest σ (to ~1e-3 relative) with ``epsilon(σ, q, steps, δ) ≤ target_epsilon``; never overshoots.
 
     σ is bracketed by doubling/halving from 1, located with Brent's method in log σ, then verified: the returned σ
@@ -224,15 +245,18 @@ def calibrate_noise(target_epsilon: float, sample_rate: float, steps: int, delta
     hi = 1.0
     while eps(hi) > target:
         if hi >= MAX_NOISE_MULTIPLIER:
-            raise FlatprivError(f"target_epsilon={target:g} cannot be reached with noise_multiplier <= "
-                                f"{MAX_NOISE_MULTIPLIER:g} (sample_rate={q:g}, steps={steps}, delta={delta:g})")
+            raise FlatprivError(
+                f"target_epsilon={target:g} cannot be reached with noise_multiplier <= "
+                f"{MAX_NOISE_MULTIPLIER:g} (sample_rate={q:g}, steps={steps}, delta={delta:g})"
+            )
         hi = min(2 * hi, MAX_NOISE_MULTIPLIER)
     lo = hi / 2
     while eps(lo) <= target:  # terminates: ε → inf as σ → 0
         hi, lo = lo, lo / 2
     # now eps(lo) > target >= eps(hi); hi/lo = 2 (or less if clipped at 1e4)
-    root = math.exp(brentq(lambda x: eps(math.exp(x)) - target, math.log(lo), math.log(hi),
-                           xtol=_CALIBRATION_RTOL, rtol=1e-12))
+    root = math.exp(
+        brentq(lambda x: eps(math.exp(x)) - target, math.log(lo), math.log(hi), xtol=_CALIBRATION_RTOL, rtol=1e-12)
+    )
     sigma, step = root, _CALIBRATION_RTOL
     while sigma < hi and eps(sigma) > target:  # verification: never return a σ whose ε overshoots
         sigma, step = sigma * (1 + step), 2 * step

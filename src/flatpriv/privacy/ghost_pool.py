@@ -39,8 +39,10 @@ def weighted_clipped_sum(base: nn.Module, clip_norm: float) -> WeightedClip:
     def probe_shapes(x_shape: torch.Size) -> list[list[torch.Size]]:
         if x_shape not in shapes:
             seen: list[list[torch.Size]] = [[] for _ in layers]
-            handles = [m.register_forward_hook(lambda _m, _i, out, s=s: s.append(out.shape))
-                       for (_, m, _), s in zip(layers, seen)]
+            handles = [
+                m.register_forward_hook(lambda _m, _i, out, s=s: s.append(out.shape))
+                for (_, m, _), s in zip(layers, seen)
+            ]
             try:
                 with torch.no_grad():
                     base(torch.empty(x_shape, device="meta"))
@@ -50,8 +52,9 @@ def weighted_clipped_sum(base: nn.Module, clip_norm: float) -> WeightedClip:
             shapes[x_shape] = seen
         return shapes[x_shape]
 
-    def weighted_loss(params: Tree, probes: list[list[torch.Tensor]], x: torch.Tensor, y: torch.Tensor,
-                      w: torch.Tensor) -> tuple[torch.Tensor, tuple[list[list[torch.Tensor]], torch.Tensor]]:
+    def weighted_loss(
+        params: Tree, probes: list[list[torch.Tensor]], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[list[list[torch.Tensor]], torch.Tensor]]:
         inputs: list[list[torch.Tensor]] = [[] for _ in layers]
 
         def hook(k: int) -> Callable:

@@ -76,8 +76,14 @@ class Privatizer:
         return privatize(clipped_sum, noise.z[0], noise.std, noise.divisor)
 
 
-def privacy_summary(kind: Kind, noise_multiplier: float | None = None, epsilon: float | None = None,
-                    delta: float | None = None, accountant: str | None = None, **extra: Any) -> dict[str, Any]:
+def privacy_summary(
+    kind: Kind,
+    noise_multiplier: float | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
+    accountant: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """The privacy keys of a summary.json, for single runs and pools alike: no ε unless the row is DP, and then
     always with δ, the accountant and the neighbouring relation that produced it."""
     empty = {"epsilon": None, "delta": None, "accountant": None, "neighbouring": None}
@@ -86,8 +92,14 @@ def privacy_summary(kind: Kind, noise_multiplier: float | None = None, epsilon: 
     if kind == "noisy":
         return {**empty, "noise_multiplier": noise_multiplier, "epsilon_note": NOISY_NOTE}
     assert accountant is not None and epsilon is not None
-    return {"epsilon": epsilon, "delta": delta, "accountant": accountant_description(accountant),
-            "neighbouring": NEIGHBOURING, "noise_multiplier": noise_multiplier, **extra}
+    return {
+        "epsilon": epsilon,
+        "delta": delta,
+        "accountant": accountant_description(accountant),
+        "neighbouring": NEIGHBOURING,
+        "noise_multiplier": noise_multiplier,
+        **extra,
+    }
 
 
 class Mechanism(Protocol):
@@ -125,8 +137,11 @@ class PrivateRun:
         return epsilon_from_ledger(self.privatizer.ledger, self.delta, self.accountant)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ledger": self.privatizer.ledger.to_dict(), "noise": self.generator.get_state(),
-                "sampler": self.sampler.get_state()}
+        return {
+            "ledger": self.privatizer.ledger.to_dict(),
+            "noise": self.generator.get_state(),
+            "sampler": self.sampler.get_state(),
+        }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.privatizer.ledger = Ledger.from_dict(d["ledger"])
@@ -143,32 +158,49 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
     private, noisy = algorithm.kind == "dp", algorithm.kind == "noisy"
     if algorithm.kind == "plain":
         if p.target_epsilon > 0 or p.noise_multiplier > 0:
-            raise FlatprivError(f"algorithm = '{algorithm.name}' is not private: privacy.target_epsilon / "
-                                "noise_multiplier need dpsgd, dpsam, dpsat or dpvasso_sat")
+            raise FlatprivError(
+                f"algorithm = '{algorithm.name}' is not private: privacy.target_epsilon / "
+                "noise_multiplier need dpsgd, dpsam, dpsat or dpvasso_sat"
+            )
         return None
     if noisy and p.target_epsilon > 0:
-        raise FlatprivError("noisy_sgd has no clipping and so no ε: set privacy.noise_multiplier, not "
-                            "privacy.target_epsilon (use dpsgd for a privacy guarantee)")
+        raise FlatprivError(
+            "noisy_sgd has no clipping and so no ε: set privacy.noise_multiplier, not "
+            "privacy.target_epsilon (use dpsgd for a privacy guarantee)"
+        )
     if private and p.target_epsilon > 0 and p.noise_multiplier > 0:
         raise FlatprivError("give privacy.target_epsilon or privacy.noise_multiplier, not both")
     if private and p.target_epsilon == 0 and p.noise_multiplier == 0:
-        raise FlatprivError(f"{algorithm.name} needs noise: set privacy.target_epsilon (σ is calibrated) or "
-                            "privacy.noise_multiplier > 0")
+        raise FlatprivError(
+            f"{algorithm.name} needs noise: set privacy.target_epsilon (σ is calibrated) or "
+            "privacy.noise_multiplier > 0"
+        )
     q = p.sample_rate if p.sample_rate > 0 else cfg.train.batch_size / n
     if not 0 < q <= 1:
-        raise FlatprivError(f"sample rate q = {q:.4g} is outside (0, 1]: lower train.batch_size or set "
-                            "privacy.sample_rate")
+        raise FlatprivError(
+            f"sample rate q = {q:.4g} is outside (0, 1]: lower train.batch_size or set privacy.sample_rate"
+        )
     steps_per_epoch = max(1, round(1 / q)) if private else -(-n // cfg.train.batch_size)
     sigma = p.noise_multiplier
     if private and p.target_epsilon > 0:
-        sigma = calibrate_noise(p.target_epsilon, q, steps_per_epoch * cfg.train.epochs, p.delta, p.accountant,
-                                releases_per_step=algorithm.releases)
+        sigma = calibrate_noise(
+            p.target_epsilon,
+            q,
+            steps_per_epoch * cfg.train.epochs,
+            p.delta,
+            p.accountant,
+            releases_per_step=algorithm.releases,
+        )
     if private and p.delta >= 1.0 / n:
-        warnings.warn(f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows leaking an example",
-                      stacklevel=2)
+        warnings.warn(
+            f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows leaking an example", stacklevel=2
+        )
     if p.noise_seed >= 0:
-        warnings.warn("privacy.noise_seed is fixed: seeded noise and sampling are for reproducible research "
-                      "only, not for a deployed privacy guarantee", stacklevel=2)
+        warnings.warn(
+            "privacy.noise_seed is fixed: seeded noise and sampling are for reproducible research "
+            "only, not for a deployed privacy guarantee",
+            stacklevel=2,
+        )
     noise = make_generator(p.noise_seed, device)
     sampler = make_generator(p.noise_seed + 1 if p.noise_seed >= 0 else -1, device)
     priv = Privatizer(sigma, q, q * n, noise, Ledger([]))

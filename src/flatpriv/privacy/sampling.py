@@ -31,8 +31,9 @@ def standard_normal(like: Tree, generator: torch.Generator) -> Tree:
     """z ~ N(0, I) with the shapes and dtypes of ``like``, leaf by leaf in the tree's order, from ``generator``
     (on the generator's device). The one noise draw of flatpriv: single runs and pools (model k's draw from its
     own generator, outside any vmap) both come through here, so a pool member draws what its single run draws."""
-    return {k: torch.randn(v.shape, generator=generator, device=generator.device, dtype=v.dtype)
-            for k, v in like.items()}
+    return {
+        k: torch.randn(v.shape, generator=generator, device=generator.device, dtype=v.dtype) for k, v in like.items()
+    }
 
 
 def gaussian_like(tree: Tree, std: float, generator: torch.Generator) -> Tree:

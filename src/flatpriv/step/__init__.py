@@ -15,5 +15,14 @@ from .dp import DPPipeline, dp_pipeline
 from .optim import make_optimizer
 from .pipelines import Pipeline, take_step
 
-__all__ = ["ALGORITHMS", "Algorithm", "Ascent", "DPPipeline", "Pipeline", "dp_pipeline", "get_algorithm",
-           "make_optimizer", "take_step"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Ascent",
+    "DPPipeline",
+    "Pipeline",
+    "dp_pipeline",
+    "get_algorithm",
+    "make_optimizer",
+    "take_step",
+]

@@ -66,8 +66,9 @@ class Algorithm:
             raise FlatprivError(f"algorithm = '{self.name}' is not a DP row")
         return dp_pipeline(clip, self.dp_ascent(cfg))
 
-    def pipeline(self, cfg: Config, model: torch.nn.Module, priv: PrivateRun | None = None,
-                 loss_fn: LossFn = F.cross_entropy) -> Pipeline:
+    def pipeline(
+        self, cfg: Config, model: torch.nn.Module, priv: PrivateRun | None = None, loss_fn: LossFn = F.cross_entropy
+    ) -> Pipeline:
         """This row's gradient pipeline for a single run; ``loss_fn(logits, y)`` is the minibatch loss L_B of the
         non-private rows (the clipped oracle's per-example loss is cross-entropy)."""
         if self.kind == "plain":
@@ -76,8 +77,9 @@ class Algorithm:
         if priv is None:
             raise FlatprivError(f"algorithm = '{self.name}' needs its privacy set-up (flatpriv.privacy.setup_privacy)")
         if self.kind == "noisy":
-            return noisy_gradient(mean_grad(model, loss_fn), cfg.privacy.noise_multiplier, cfg.train.batch_size,
-                                  priv.generator)
+            return noisy_gradient(
+                mean_grad(model, loss_fn), cfg.privacy.noise_multiplier, cfg.train.batch_size, priv.generator
+            )
         oracle = clipped_grad(model, cfg.privacy.clip_norm, cfg.privacy.clip_method)
         core = self.dp_core(cfg, micro_batched(oracle, cfg.privacy.physical_batch_size))
         return single_run(core, priv.privatizer, oracle.sensitivity)
@@ -95,23 +97,46 @@ ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
         Algorithm("sgd", "w ← opt(w, ∇L_B(w))", build=lambda c, m, L: plain(mean_grad(m, L))),
-        Algorithm("sam", "ε = ρ g/‖g‖; w ← opt(w, ∇L_B(w+ε))",
-                  build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.sam(c.sharpness.rho))),
-        Algorithm("vasso", "d = (1−θ)d + θg; ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
-                  build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
-        Algorithm("asam", "ε = ρ T²g/‖Tg‖, T = |w|+η; w ← opt(w, ∇L_B(w+ε))",
-                  build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta))),
-        Algorithm("sharpreg", "ε = ρ g/‖g‖; w ← opt(w, (1+λ)∇L_B(w) − λ∇L_B(w+ε))",
-                  build=lambda c, m, L: sharpreg(mean_grad(m, L), c.sharpness.rho, c.sharpness.sharpreg_lambda)),
+        Algorithm(
+            "sam",
+            "ε = ρ g/‖g‖; w ← opt(w, ∇L_B(w+ε))",
+            build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.sam(c.sharpness.rho)),
+        ),
+        Algorithm(
+            "vasso",
+            "d = (1−θ)d + θg; ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
+            build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.vasso(c.sharpness.rho, c.sharpness.theta)),
+        ),
+        Algorithm(
+            "asam",
+            "ε = ρ T²g/‖Tg‖, T = |w|+η; w ← opt(w, ∇L_B(w+ε))",
+            build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta)),
+        ),
+        Algorithm(
+            "sharpreg",
+            "ε = ρ g/‖g‖; w ← opt(w, (1+λ)∇L_B(w) − λ∇L_B(w+ε))",
+            build=lambda c, m, L: sharpreg(mean_grad(m, L), c.sharpness.rho, c.sharpness.sharpreg_lambda),
+        ),
         Algorithm("noisy_sgd", "g = ∇L_B(w) + N(0, (σ/B)²I), no clipping: NOT private, no ε", kind="noisy"),
-        Algorithm("dpsgd", "g̃ = (Σ clip_C ∇ℓ_i(w) + N(0,σ²C²I))/(qN); 1 release/step", kind="dp",
-                  dp_ascent=_dp_none),
-        Algorithm("dpsam", "g̃₁ = priv(w); ε = ρ g̃₁/‖g̃₁‖; g̃ = priv(w+ε); 2 releases/step", kind="dp",
-                  dp_ascent=lambda c: sharpness.sam(c.sharpness.rho)),
-        Algorithm("dpsat", "ε = ρ g̃_{t−1}/‖g̃_{t−1}‖ (ε₀ = 0); g̃ = priv(w+ε); 1 release/step", kind="dp",
-                  dp_ascent=lambda c: _previous(sharpness.sam(c.sharpness.rho))),
-        Algorithm("dpvasso_sat", "d = (1−θ)d + θg̃_{t−1}; ε = ρ d/‖d‖; g̃ = priv(w+ε); 1 release/step", kind="dp",
-                  dp_ascent=lambda c: _previous(sharpness.vasso(c.sharpness.rho, c.sharpness.theta))),
+        Algorithm("dpsgd", "g̃ = (Σ clip_C ∇ℓ_i(w) + N(0,σ²C²I))/(qN); 1 release/step", kind="dp", dp_ascent=_dp_none),
+        Algorithm(
+            "dpsam",
+            "g̃₁ = priv(w); ε = ρ g̃₁/‖g̃₁‖; g̃ = priv(w+ε); 2 releases/step",
+            kind="dp",
+            dp_ascent=lambda c: sharpness.sam(c.sharpness.rho),
+        ),
+        Algorithm(
+            "dpsat",
+            "ε = ρ g̃_{t−1}/‖g̃_{t−1}‖ (ε₀ = 0); g̃ = priv(w+ε); 1 release/step",
+            kind="dp",
+            dp_ascent=lambda c: _previous(sharpness.sam(c.sharpness.rho)),
+        ),
+        Algorithm(
+            "dpvasso_sat",
+            "d = (1−θ)d + θg̃_{t−1}; ε = ρ d/‖d‖; g̃ = priv(w+ε); 1 release/step",
+            kind="dp",
+            dp_ascent=lambda c: _previous(sharpness.vasso(c.sharpness.rho, c.sharpness.theta)),
+        ),
     ]
 }
 

@@ -61,8 +61,9 @@ def dp_pipeline(clip: ClipFn, asc: Ascent | None) -> DPPipeline:
     def init(params: Tree) -> State:
         return () if asc is None else (asc.direction.init(params), None)
 
-    def grad(params: Tree, state: State, x: torch.Tensor, y: torch.Tensor,
-             noise: Noise) -> tuple[Tree, State, torch.Tensor]:
+    def grad(
+        params: Tree, state: State, x: torch.Tensor, y: torch.Tensor, noise: Noise
+    ) -> tuple[Tree, State, torch.Tensor]:
         if len(noise.z) != releases:
             raise ValueError(f"this DP step makes {releases} release(s) per step; given {len(noise.z)} draws")
 
@@ -99,7 +100,7 @@ def micro_batched(oracle: ClippedOracle, physical_batch_size: int = 0) -> ClipFn
         total: Tree | None = None
         loss_sum = torch.zeros((), device=x.device)
         for i in range(0, max(n, 1), step):
-            g, info = oracle(params, x[i:i + step], y[i:i + step])
+            g, info = oracle(params, x[i : i + step], y[i : i + step])
             total = g if total is None else T.add(total, g)
             loss_sum = loss_sum + info.loss * info.batch_size
         assert total is not None

@@ -71,13 +71,12 @@ def sharpreg(oracle: Oracle, rho: float, lam: float) -> Pipeline:
     return Pipeline(direction.init, grad)
 
 
-def take_step(pipeline: Pipeline, params: Tree, state: State, optimizer: torch.optim.Optimizer,
-              x: torch.Tensor, y: torch.Tensor) -> tuple[State, torch.Tensor]:
+def take_step(
+    pipeline: Pipeline, params: Tree, state: State, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> tuple[State, torch.Tensor]:
     """One training step: the pipeline's gradient becomes ``p.grad`` and the stock optimizer descends."""
     g, state, loss = pipeline.grad(params, state, x, y)
     for k, p in params.items():
         p.grad = g[k]
     optimizer.step()
     return state, loss
-
-

@@ -81,6 +81,3 @@ def adaptive_scale(eta: float) -> Transform:
         return T.mul(t, g), state
 
     return Transform(lambda params: (), update)
-
-
-
