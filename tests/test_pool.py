@@ -398,3 +398,34 @@ def test_cnn_pool_equals_separate_runs_vmapped_or_one_model_at_a_time(tmp_path, 
     keep = make_keep(3, len(data.y_train), 0.5, seed=30, mode="bernoulli")
     pooled = train_models(cfg, data, keep, seeds=[5, 6, 7])
     assert_pool_matches_single_runs(pooled, over, keep, tmp_path)
+
+
+def test_a_new_dp_row_trains_as_a_single_run_and_a_pool(tmp_path, monkeypatch):
+    """A DP row added to the table alone (DP-SAT along twice the radius, with two releases: its ascent takes a fresh
+    release) trains in a single run and in a pool, equal to each other, with its releases counted."""
+    from flatpriv.step import ALGORITHMS, Algorithm
+    from flatpriv.step.ascent import Ascent
+    from flatpriv.step.transforms import normalize
+
+    row = Algorithm(
+        "dpsam_wide",
+        "test row",
+        kind="dp",
+        dp_ascent=lambda c: Ascent(normalize(radius=2 * c.sharpness.rho), source="current"),
+    )
+    monkeypatch.setitem(ALGORITHMS, row.name, row)
+    over = [
+        "train.epochs=1",
+        f"algorithm={row.name}",
+        "privacy.noise_multiplier=1.0",
+        "privacy.noise_seed=3",
+        "train.batch_size=64",
+        "sharpness.rho=0.1",
+    ]
+    cfg, _ = resolve(overrides=TINY + over + ["seed=5"])
+    data = load_data(cfg.data)
+    keep = make_keep(2, len(data.y_train), 0.5, seed=2)
+    pooled = train_models(cfg, data, keep, seeds=[5, 6])
+    singles = assert_pool_matches_single_runs(pooled, TINY + over, keep, tmp_path, seeds=(5, 6), noise_seed=3)
+    for k, s in enumerate(singles):
+        assert s["releases"] == pooled["releases"][k] == 2 * s["steps"]

@@ -5,6 +5,9 @@ candidates with ``labels`` [N]; :mod:`.scores` turns logits into per-model stati
 :mod:`.lira` runs LiRA (Carlini et al. 2022) leave-one-out over the pool, and :mod:`.metrics` gives ROC, AUC,
 balanced accuracy and TPR at low FPR with bootstrap CIs. The ε lower bound of an audit is
 :func:`flatpriv.privacy.audit.epsilon_lower_bound`.
+
+Imports: ``flatpriv.errors`` only; numpy, scipy and scikit-learn's metrics (matplotlib for a ROC plot). Nothing of
+the training stack, so each attack can be read and tested on arrays alone.
 """
 
 from .lira import (

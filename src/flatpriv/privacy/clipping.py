@@ -164,5 +164,11 @@ def clipped_grad(model: nn.Module, clip_norm: float, method: str = "auto") -> Cl
     ``clip_norm`` is C (``math.inf``: the plain sum of per-example gradients, B × the mean gradient); ``method`` is
     "auto" (ghost when :func:`supports_ghost`, else vmap), "ghost" (ValueError on an unsupported model) or "vmap".
     The returned oracle has ``sensitivity == clip_norm`` and ``method`` set to what was used.
+
+    >>> model = torch.nn.Linear(1, 2, bias=False)
+    >>> oracle = clipped_grad(model, clip_norm=0.1)
+    >>> s, info = oracle(dict(model.named_parameters()), torch.full((3, 1), 100.0), torch.tensor([0, 1, 0]))
+    >>> oracle.sensitivity, bool(s["weight"].norm() <= 3 * 0.1 + 1e-6), oracle.method  # each ‖clip_C(∇ℓ_i)‖ ≤ C
+    (0.1, True, 'ghost')
     """
     return _Clipped(model, clip_norm, method)

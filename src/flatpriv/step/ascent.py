@@ -15,6 +15,15 @@ from .transforms import Transform, adaptive_scale, chain, ema, normalize, scale
 
 @dataclass(frozen=True)
 class Ascent:
+    """Where SAM's perturbation comes from: ``direction`` maps a gradient to ε, ``source`` says which gradient.
+
+    >>> import torch
+    >>> asc = vasso(rho=0.1, theta=0.5)  # d_1 = g_1, then ε = ρ d/‖d‖
+    >>> eps, state = asc.direction.update({"w": torch.tensor([0.0, 2.0])}, asc.direction.init({}), {})
+    >>> eps["w"], asc.source
+    (tensor([0.0000, 0.1000]), 'current')
+    """
+
     direction: Transform
     source: Literal["current", "previous"] = "current"
 

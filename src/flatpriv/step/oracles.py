@@ -21,6 +21,16 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Oracle(Protocol):
+    """A gradient oracle: ``oracle(params, x, y) -> (∇_w L_B at params, L_B)``, evaluated at whatever tree it is
+    given (w or w + ε) without touching the model's own weights.
+
+    >>> model = torch.nn.Linear(2, 1, bias=False)
+    >>> oracle = mean_grad(model, lambda out, y: ((out.squeeze(1) - y) ** 2).mean())
+    >>> g, loss = oracle({"weight": torch.zeros(1, 2)}, torch.tensor([[1.0, 2.0]]), torch.tensor([1.0]))
+    >>> g["weight"], loss  # ∂(w·x − y)²/∂w = 2(w·x − y)x at w = 0
+    (tensor([[-2., -4.]]), tensor(1.))
+    """
+
     def __call__(self, params: Tree, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, torch.Tensor]: ...
 
 

@@ -17,6 +17,15 @@ State = Any
 
 
 class Transform(NamedTuple):
+    """``init(params) -> state`` and ``update(tree, state, params) -> (tree, state)``: optax's protocol.
+
+    >>> import torch
+    >>> sam_eps = chain(normalize(), scale(0.05))  # SAM's ε = ρ g/‖g‖ with ρ = 0.05
+    >>> eps, _ = sam_eps.update({"w": torch.tensor([3.0, 4.0])}, sam_eps.init({}), {})
+    >>> eps["w"]
+    tensor([0.0300, 0.0400])
+    """
+
     init: Callable[[Tree], State]
     update: Callable[[Tree, State, Tree], tuple[Tree, State]]
 
