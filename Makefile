@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench install clean-venv
+.PHONY: demo test test-browser lint bench install clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,14 +27,17 @@ $(VENV)/.flatpriv-installed: $(PY) pyproject.toml
 install: $(VENV)/.flatpriv-installed
 
 demo: install
-	$(VENV)/bin/flatpriv train --preset default --out runs/demo
-	$(VENV)/bin/flatpriv train --preset sam --out runs/demo
-	@echo "results: runs/demo/ (one directory per run: summary.json, metrics.jsonl, arrays/)"
+	$(VENV)/bin/flatpriv study sam-privacy --quick --out runs/demo
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest
+
+# The report-rendering test needs a real browser: Debian's headless Chromium (root, apt).
+test-browser: install
+	command -v chromium-headless-shell >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium-headless-shell; }
+	$(PY) -m pytest tests/test_study_run.py -k chromium -p no:cacheprovider
 
 bench: install
 	$(PY) benchmarks/step_time.py

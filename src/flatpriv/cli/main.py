@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from ..errors import FlatprivError
 from ..results import dumps
 from . import commands as c
+from .study import add_parser as add_study_parser
 
 EXIT_USAGE = 2
 
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--releases-per-step", type=int, default=1, metavar="R", help="2 for DP-SAM (default 1)")
         _common(q)
         q.set_defaults(func=c.cmd_privacy)
+
+    add_study_parser(sub, _common)
 
     p = sub.add_parser("presets", help="list the presets with a one-line description each")
     _common(p)

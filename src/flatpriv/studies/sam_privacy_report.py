@@ -1,0 +1,349 @@
+"""sam-privacy's claims, plots and report sections from the measured arrays (see :mod:`.sam_privacy_analysis`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import plots as base_plots
+from ..attacks.metrics import plot_roc
+from ..memorization import bucket_comparison, entropy_buckets
+from . import measures as M
+from . import plots
+from .claims import Measurement, Result, mean_ci, measure
+from .report import Section, fmt
+from .runner import Context
+from .sam_privacy import CLAIMS
+
+CONFOUND_GAP = 0.01  # a pool whose train accuracy is this far below SGD's: its attack gap is confounded
+
+
+def _paired(a: np.ndarray, b: np.ndarray, unit: str, s: dict[str, Any], **rule: Any) -> Measurement:
+    return measure(np.asarray(b, float) - np.asarray(a, float), unit, s["resamples"], s["seed"], **rule)
+
+
+def _unpaired(a: np.ndarray, b: np.ndarray, unit: str, s: dict[str, Any], **rule: Any) -> Measurement:
+    """mean(b) − mean(a) over two independent sets of units, each resampled on its own."""
+    rng = np.random.default_rng(s["seed"])
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    draws = [rng.choice(b, len(b)).mean() - rng.choice(a, len(a)).mean() for _ in range(s["resamples"])]
+    return Measurement(
+        float(b.mean() - a.mean()),
+        float(np.percentile(draws, 2.5)),
+        float(np.percentile(draws, 97.5)),
+        len(a) + len(b),
+        unit,
+        **rule,
+    )
+
+
+def _ci(v: np.ndarray, s: dict[str, Any]) -> tuple[float, tuple[float, float]]:
+    value, lo, hi = mean_ci(v, s["resamples"], s["seed"])
+    return value, (lo, hi)
+
+
+def build(
+    ctx: Context, m: dict[str, dict[str, np.ndarray]], bucket_diff: Callable
+) -> tuple[list[Result], list[Section]]:
+    s, main = ctx.settings, M.MAIN_ATTACK
+    claims = {c.id: c for c in CLAIMS}
+    parts: dict[str, list[Measurement]] = {c.id: [] for c in CLAIMS}
+    sections: list[Section] = []
+    sam_name = f"sam-{s['rho']:g}"
+    for ds in s["datasets"]:
+        sgd, sam = m[f"{ds}-sgd"], m[f"{ds}-{sam_name}"]
+        lab = dict(label=ds)
+        parts["R1a"].append(_paired(sgd["test_acc_pt"], sam["test_acc_pt"], "test points", s, **lab))
+        v, lo, hi, n = bucket_diff(
+            sgd["entropy"], sgd["test_acc_pt"], sam["test_acc_pt"], s["buckets"], s["resamples"], s["seed"]
+        )
+        parts["R1b"].append(Measurement(v, lo, hi, n, "test points (buckets 1 and 5)", **lab))
+        mid = [((x["mem"] >= 0.3) & (x["mem"] <= 0.9)).astype(float) for x in (sgd, sam)]
+        parts["R1c"].append(_paired(mid[0], mid[1], "training points", s, **lab))
+        parts["R2a"].append(_paired(sgd[f"{main}.tpr"], sam[f"{main}.tpr"], "pool models", s, **lab))
+        parts["R2b"].append(_paired(sgd[f"{main}.auc"], sam[f"{main}.auc"], "pool models", s, **lab))
+        parts["R2c"].append(_paired(sgd["out_phi_var"], sam["out_phi_var"], "training points", s, relation="<", **lab))
+        sections += _dataset_sections(ctx, ds, m, sam_name)
+    sections.append(_tradeoff(ctx, m, parts))
+    sections.append(_dp_section(ctx, m, parts))
+    results = [Result(claims[c], parts[c]) for c in claims]
+    return results, sections
+
+
+def _pool_table(ds: str, m: dict[str, dict[str, np.ndarray]], s: dict[str, Any]) -> tuple[list[str], list[list]]:
+    header = [
+        "pool",
+        "train acc",
+        "test acc",
+        "mem mean",
+        "mid-range mem",
+        *[f"{a} AUC / TPR@1%" for a in ("lira_online", M.MAIN_ATTACK, "lira_offline", "loss", "confidence")],
+        "confound",
+    ]
+    rows = []
+    sgd_train = float(m[f"{ds}-sgd"]["train_acc"])
+    for name in [n for n in m if n.startswith(ds + "-")]:
+        x = m[name]
+        gap = sgd_train - float(x["train_acc"])
+        rows.append(
+            [
+                name,
+                fmt(float(x["train_acc"])),
+                fmt(float(x["model_test_acc"].mean())),
+                fmt(float(np.nanmean(x["mem"]))),
+                fmt(float(np.nanmean((x["mem"] >= 0.3) & (x["mem"] <= 0.9)))),
+                *[
+                    f"{fmt(float(x[f'{a}.pooled_auc']))} / {fmt(float(x[f'{a}.pooled_tpr']))}"
+                    for a in ("lira_online", M.MAIN_ATTACK, "lira_offline", "loss", "confidence")
+                ],
+                f"train acc {gap:.1%} below SGD" if gap > CONFOUND_GAP else "",
+            ]
+        )
+    return header, rows
+
+
+def _dataset_sections(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_name: str) -> list[Section]:
+    s, main, out = ctx.settings, M.MAIN_ATTACK, ctx.plots
+    sgd, sam = m[f"{ds}-sgd"], m[f"{ds}-{sam_name}"]
+    r1 = Section(f"R1 on {ds}: accuracy, entropy buckets, memorization")
+    buckets = entropy_buckets(sgd["entropy"], s["buckets"])
+    rows = bucket_comparison(buckets, sgd["test_acc_pt"], sam["test_acc_pt"], n_boot=s["resamples"], seed=s["seed"])
+    r1.text(
+        f"Test points in {s['buckets']} equal-count buckets of the SGD pool's influence entropy (bucket 1 = "
+        f"lowest: points that rely on few training points). Accuracy is the mean over each pool's models."
+    )
+    r1.table(
+        ["bucket", "n", "SGD acc", f"SAM ρ={s['rho']:g} acc", "SAM − SGD", "95 % CI"],
+        [
+            [
+                r["bucket"] + 1,
+                r["n"],
+                fmt(r["acc_a"]),
+                fmt(r["acc_b"]),
+                fmt(r["diff"]),
+                f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+            ]
+            for r in rows
+        ],
+    )
+    r1.plot(
+        plots.bucket_bars(rows, ("SGD", f"SAM ρ={s['rho']:g}"), out / f"buckets_{ds}.png", ds),
+        f"{ds}: per-bucket accuracy and SAM − SGD (bootstrap 95 % CI over test points)",
+    )
+    base_plots.histogram(
+        {"SGD": sgd["mem"], f"SAM ρ={s['rho']:g}": sam["mem"]},
+        out / f"mem_hist_{ds}.png",
+        "Feldman–Zhang memorization",
+        f"{ds}: memorization of training points",
+        value_range=(-1, 1),
+    )
+    r1.plot(f"mem_hist_{ds}.png", f"{ds}: memorization distributions, SGD and SAM (log counts)")
+    r1.plot(
+        plots.scatter(sgd["mem"], sam["mem"], ("SGD mem", "SAM mem"), out / f"mem_scatter_{ds}.png", ds),
+        f"{ds}: memorization of each training point, SAM against SGD",
+    )
+    if "test_rare" in sgd:
+        rare, trare = sgd["test_rare"].astype(bool), sgd["train_rare"].astype(bool)
+        names = [n for n in m if n.startswith(ds + "-")]
+        r1.text("The planted rare sub-populations (2 training examples each; their labels can only be memorised):")
+        r1.table(
+            ["pool", "rare test acc", "typical test acc", "rare train mem", "typical train mem"],
+            [
+                [
+                    n,
+                    fmt(float(m[n]["test_acc_pt"][rare].mean())),
+                    fmt(float(m[n]["test_acc_pt"][~rare].mean())),
+                    fmt(float(np.nanmean(m[n]["mem"][trare]))),
+                    fmt(float(np.nanmean(m[n]["mem"][~trare]))),
+                ]
+                for n in names
+            ],
+        )
+        r1.plot(
+            plots.grouped_bars(
+                names,
+                {
+                    "rare": [float(m[n]["test_acc_pt"][rare].mean()) for n in names],
+                    "typical": [float(m[n]["test_acc_pt"][~rare].mean()) for n in names],
+                },
+                out / f"rare_{ds}.png",
+                "test accuracy",
+                f"{ds}: rare vs typical test points",
+            ),
+            f"{ds}: test accuracy on rare and typical points per pool",
+        )
+    r2 = Section(f"R2 on {ds}: membership inference")
+    r2.text(
+        "Every pool model in turn is the target and the others its shadows; pooled AUC / TPR@1%FPR over all "
+        "(target, example) scores. The claims use the per-target values (CI over target models). A pool whose "
+        f"train accuracy is more than {CONFOUND_GAP:.0%} below SGD's is marked: its attack gap is confounded."
+    )
+    r2.table(*_pool_table(ds, m, s))
+    curves = {n.removeprefix(ds + "-"): (m[n]["roc_fpr"], m[n]["roc_tpr"]) for n in m if n.startswith(ds + "-")}
+    plot_roc(curves, out / f"roc_{ds}.png", f"{ds}: LiRA online fixed-variance")
+    r2.plot(f"roc_{ds}.png", f"{ds}: log-log ROC of LiRA (online, fixed variance), every pool")
+    groups = [f"[{a:.1f}, {b:.1f})" for a, b in zip(M.MEM_EDGES[:-1], M.MEM_EDGES[1:])]
+    r2.plot(
+        plots.grouped_bars(
+            groups,
+            {"SGD": list(sgd["tpr_by_mem"]), f"SAM ρ={s['rho']:g}": list(sam["tpr_by_mem"])},
+            out / f"tpr_by_mem_{ds}.png",
+            "TPR @ 1 % FPR",
+            f"{ds}: attack success per memorization bin",
+        ),
+        f"{ds}: LiRA TPR@1%FPR on members binned by FZ memorization (members per bin: SGD {list(sgd['tpr_by_mem_n'])})",
+    )
+    r2.text(
+        f"Mean Var_k(φ) over OUT models: SGD {fmt(float(np.nanmean(sgd['out_phi_var'])))}, "
+        f"SAM {fmt(float(np.nanmean(sam['out_phi_var'])))}."
+    )
+    sweep = ["sgd", *[f"sam-{r:g}" for r in s["rhos"]]]
+    ticks = ["SGD", *[f"ρ={r:g}" for r in s["rhos"]]]
+    acc = [_ci(m[f"{ds}-{n}"]["model_test_acc"], s) for n in sweep]
+    tpr = [_ci(m[f"{ds}-{n}"][f"{main}.tpr"], s) for n in sweep]
+    r2.plot(
+        plots.lines(
+            range(len(sweep)),
+            {
+                "test accuracy": (
+                    np.array([a[0] for a in acc]),
+                    np.array([a[1][0] for a in acc]),
+                    np.array([a[1][1] for a in acc]),
+                ),
+                "TPR@1%FPR": (
+                    np.array([t[0] for t in tpr]),
+                    np.array([t[1][0] for t in tpr]),
+                    np.array([t[1][1] for t in tpr]),
+                ),
+            },
+            out / f"rho_sweep_{ds}.png",
+            "optimizer",
+            "mean over models",
+            f"{ds}: the ρ sweep",
+            xticks=ticks,
+        ),
+        f"{ds}: every point of the ρ sweep (CI over models)",
+    )
+    return [r1, r2]
+
+
+def _tradeoff(ctx: Context, m: dict[str, dict[str, np.ndarray]], parts: dict[str, list[Measurement]]) -> Section:
+    s, main = ctx.settings, M.MAIN_ATTACK
+    base = "mnist1d" if "mnist1d" in s["datasets"] else s["datasets"][0]
+    sgd = m[f"{base}-sgd"]
+    points = []
+    for name, x in m.items():
+        if not (name.startswith(base + "-") or name.startswith("dp-")):
+            continue
+        acc, acc_ci = _ci(x["model_test_acc"], s)
+        tpr, tpr_ci = _ci(x[f"{main}.tpr"], s)
+        note = ""
+        if name.startswith("dp-"):
+            eps = ctx.done[name]["summary"]["epsilon"]
+            note = f"(ε={eps:.2g}, lower bound {float(x[f'{main}.eps_lower']):.2g})"
+        points.append((name.removeprefix(base + "-"), acc, acc_ci, tpr, tpr_ci, note))
+    front = M.pareto([(p[0], p[1], p[3]) for p in points])
+    sec = Section("R2d: accuracy against privacy, all mitigations")
+    sec.plot(
+        plots.accuracy_vs_tpr(
+            points,
+            front,
+            ctx.plots / "accuracy_vs_tpr.png",
+            f"{base} pools and DP pools ({s['dp_samples']} MNIST-1D examples)",
+        ),
+        "Test accuracy against LiRA TPR@1%FPR (95 % CIs over models); Pareto front dashed",
+    )
+    sec.table(
+        ["pool", "test acc", "95 % CI", "TPR@1%FPR", "95 % CI", "note", "Pareto-optimal"],
+        [
+            [
+                p[0],
+                fmt(p[1]),
+                f"[{fmt(p[2][0])}, {fmt(p[2][1])}]",
+                fmt(p[3]),
+                f"[{fmt(p[4][0])}, {fmt(p[4][1])}]",
+                p[5],
+                "yes" if p[0] in front else "",
+            ]
+            for p in points
+        ],
+    )
+    sec.text(
+        f"Pareto-optimal: {', '.join(front)}. DP pools are trained on {s['dp_samples']} MNIST-1D examples "
+        f"(the others on {s['mnist1d_samples']}), so their differences from SGD are unpaired."
+    )
+    parts["R2d"].append(
+        _paired(
+            sgd[f"{main}.tpr"],
+            m[f"{base}-sharpreg"][f"{main}.tpr"],
+            "pool models",
+            s,
+            relation="<",
+            label="SharpReg − SGD TPR",
+        )
+    )
+    for name in [n for n in m if n.startswith("dp-")]:
+        parts["R2d"].append(
+            _unpaired(
+                sgd[f"{main}.tpr"], m[name][f"{main}.tpr"], "pool models", s, relation="<", label=f"{name} − SGD TPR"
+            )
+        )
+    return sec
+
+
+def _dp_section(ctx: Context, m: dict[str, dict[str, np.ndarray]], parts: dict[str, list[Measurement]]) -> Section:
+    s = ctx.settings
+    sec = Section("R2e: DP pools against every attack")
+    sec.text(
+        "AUC is the mean over target models (CI over models). The ε lower bound is the Clopper–Pearson audit "
+        "over all (model, example) pairs of the pool, a heuristic: trials within one model are not independent."
+    )
+    rows = []
+    for name in [n for n in m if n.startswith("dp-")]:
+        x, summ = m[name], ctx.done[name]["summary"]
+        eps = float(summ["epsilon"])
+        for attack in ("lira_online", "lira_online_fixed", "lira_offline", "loss", "confidence"):
+            value, lo, hi = mean_ci(x[f"{attack}.auc"], s["resamples"], s["seed"])
+            low_bound = float(x[f"{attack}.eps_lower"])
+            rows.append(
+                [
+                    name,
+                    attack,
+                    fmt(value),
+                    f"[{fmt(lo)}, {fmt(hi)}]",
+                    fmt(low_bound),
+                    fmt(eps),
+                    fmt(float(x["model_test_acc"].mean())),
+                ]
+            )
+            if eps <= 1.0 + 1e-9:
+                parts["R2e"].append(
+                    Measurement(
+                        value,
+                        lo,
+                        hi,
+                        len(x[f"{attack}.auc"]),
+                        "pool models",
+                        relation="within",
+                        threshold=(0.45, 0.55),
+                        label=f"{name} {attack} AUC",
+                    )
+                )
+            parts["R2e"].append(
+                Measurement(
+                    low_bound,
+                    low_bound,
+                    low_bound,
+                    1,
+                    "audit bound (heuristic)",
+                    relation="<=",
+                    threshold=eps,
+                    label=f"{name} {attack} ε_lower ≤ {eps:.3g}",
+                )
+            )
+    sec.table(
+        ["pool", "attack", "AUC", "95 % CI", "ε lower bound", "accountant ε (PLD, add/remove-one)", "test acc"], rows
+    )
+    return sec
