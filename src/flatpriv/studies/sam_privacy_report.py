@@ -199,8 +199,9 @@ def _dataset_sections(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]]
         f"Mean Var_k(φ) over OUT models: SGD {fmt(float(np.nanmean(sgd['out_phi_var'])))}, "
         f"SAM {fmt(float(np.nanmean(sam['out_phi_var'])))}."
     )
-    sweep = ["sgd", *[f"sam-{r:g}" for r in s["rhos"]]]
-    ticks = ["SGD", *[f"ρ={r:g}" for r in s["rhos"]]]
+    rhos = s["rhos"] if ds in s["sweep_on"] else [s["rho"]]
+    sweep = ["sgd", *[f"sam-{r:g}" for r in rhos]]
+    ticks = ["SGD", *[f"ρ={r:g}" for r in rhos]]
     acc = [_ci(m[f"{ds}-{n}"]["model_test_acc"], s) for n in sweep]
     tpr = [_ci(m[f"{ds}-{n}"][f"{main}.tpr"], s) for n in sweep]
     r2.plot(
