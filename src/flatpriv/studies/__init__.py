@@ -32,6 +32,26 @@ def list_studies() -> list[tuple[str, str]]:
     return [(name, get_study(name).description) for name in STUDIES]
 
 
+def _saved(run_dir: Path, name: str | None) -> tuple[StudySpec, dict[str, Any]]:
+    """The study and the saved config of the study directory ``run_dir``; refuses anything else in one line."""
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FlatprivError(f"--resume {run_dir}: not a study run directory (no config.json)")
+    cfg = results.read_json(cfg_path)
+    if not isinstance(cfg, dict) or cfg.get("kind") != "study" or not isinstance(cfg.get("settings"), dict):
+        raise FlatprivError(f"--resume {run_dir}: not a study run directory (config.json has no study settings)")
+    if name is not None and cfg.get("study") != name:
+        raise FlatprivError(f"--resume {run_dir}: that directory holds study '{cfg.get('study')}', not '{name}'")
+    spec = get_study(str(cfg.get("study")))
+    unknown = set(cfg["settings"]) ^ set(spec.defaults)
+    if unknown:
+        raise FlatprivError(
+            f"--resume {run_dir}: its settings do not match study '{spec.name}' "
+            f"({', '.join(sorted(unknown))}): damaged or from another version"
+        )
+    return spec, cfg
+
+
 def run_study(
     name: str | None = None,
     quick: bool = False,
@@ -47,36 +67,20 @@ def run_study(
     summary (claim verdicts, report path). Everything that can be refused is refused before a directory exists."""
     overrides = list(overrides or [])
     if resume is not None:
-        run_dir = Path(resume)
         if overrides:
             raise FlatprivError("--resume continues a study with its saved settings; --set cannot change them")
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
-            raise FlatprivError(f"--resume {run_dir}: not a study run directory (no config.json)")
-        cfg = results.read_json(cfg_path)
-        if not isinstance(cfg, dict) or cfg.get("kind") != "study" or not isinstance(cfg.get("settings"), dict):
-            raise FlatprivError(f"--resume {run_dir}: not a study run directory (config.json has no study settings)")
-        if name is not None and cfg.get("study") != name:
-            raise FlatprivError(f"--resume {run_dir}: that directory holds study '{cfg.get('study')}', not '{name}'")
-        spec = get_study(str(cfg.get("study")))
-        unknown = set(cfg["settings"]) ^ set(spec.defaults)
-        if unknown:
-            raise FlatprivError(
-                f"--resume {run_dir}: its settings do not match study '{spec.name}' "
-                f"({', '.join(sorted(unknown))}): damaged or from another version"
-            )
+        run_dir = Path(resume)
+        spec, cfg = _saved(run_dir, name)
         quick, settings = bool(cfg.get("quick")), cfg["settings"]
         device, backend = cfg.get("device", device), cfg.get("backend", backend)
     else:
         if name is None:
             raise FlatprivError("give a study name (see `flatpriv study --list`)")
+        if device not in ("cpu", "cuda") or backend not in ("local", "ray"):
+            raise FlatprivError(f"device {device!r} / backend {backend!r}: must be cpu|cuda and local|ray")
         spec = get_study(name)
         settings = spec.settings(quick, overrides)
         spec.stages(settings)  # refuses inconsistent settings before a directory exists
-        if device not in ("cpu", "cuda"):
-            raise FlatprivError(f"--device {device}: must be cpu or cuda")
-        if backend not in ("local", "ray"):
-            raise FlatprivError(f"--backend {backend}: must be local or ray")
         run_dir = results.new_run_dir(out, "study", spec.name)
         results.write_json(
             run_dir / "config.json",

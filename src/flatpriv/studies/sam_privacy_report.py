@@ -105,7 +105,12 @@ def _pool_table(ds: str, m: dict[str, dict[str, np.ndarray]], s: dict[str, Any])
 
 
 def _dataset_sections(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_name: str) -> list[Section]:
-    s, main, out = ctx.settings, M.MAIN_ATTACK, ctx.plots
+    return [_r1_section(ctx, ds, m, sam_name), _r2_section(ctx, ds, m, sam_name)]
+
+
+def _r1_section(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_name: str) -> Section:
+    """Accuracy per influence-entropy bucket, memorization distributions, and the planted rare sub-populations."""
+    s, out = ctx.settings, ctx.plots
     sgd, sam = m[f"{ds}-sgd"], m[f"{ds}-{sam_name}"]
     r1 = Section(f"R1 on {ds}: accuracy, entropy buckets, memorization")
     buckets = entropy_buckets(sgd["entropy"], s["buckets"])
@@ -174,6 +179,14 @@ def _dataset_sections(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]]
             ),
             f"{ds}: test accuracy on rare and typical points per pool",
         )
+    return r1
+
+
+def _r2_section(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_name: str) -> Section:
+    """Every pool's attack numbers next to its train accuracy, ROCs, attack success per memorization bin, the ρ
+    sweep."""
+    s, main, out = ctx.settings, M.MAIN_ATTACK, ctx.plots
+    sgd, sam = m[f"{ds}-sgd"], m[f"{ds}-{sam_name}"]
     r2 = Section(f"R2 on {ds}: membership inference")
     r2.text(
         "Every pool model in turn is the target and the others its shadows; pooled AUC / TPR@1%FPR over all "
@@ -227,7 +240,7 @@ def _dataset_sections(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]]
         ),
         f"{ds}: every point of the ρ sweep (CI over models)",
     )
-    return [r1, r2]
+    return r2
 
 
 def _tradeoff(ctx: Context, m: dict[str, dict[str, np.ndarray]], parts: dict[str, list[Measurement]]) -> Section:
