@@ -87,6 +87,26 @@ def _noise(
     return Noise(z, std, divisor)
 
 
+def _poisson_batches(
+    subsets: torch.Tensor, sizes: list[int], q: list[float], samplers: list[torch.Generator], active: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model k's Poisson sample of its subset (rate q_k, from its own sampler as its single run draws it), as
+    training positions [K, B] padded to the widest batch, and a 0/1 mask [K, B] of the real rows."""
+    device = subsets.device
+    picks = [
+        (torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1)
+        if on
+        else torch.empty(0, dtype=torch.long, device=device)
+        for m, qk, g, on in zip(sizes, q, samplers, active)
+    ]
+    width = max(1, max(len(p) for p in picks))
+    pos = torch.zeros(len(picks), width, dtype=torch.long, device=device)
+    real = torch.zeros(len(picks), width, dtype=torch.long, device=device)
+    for k, p in enumerate(picks):
+        pos[k, : len(p)], real[k, : len(p)] = p, 1
+    return torch.gather(subsets, 1, pos), real
+
+
 def train_dp_models(
     cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int], quiet: bool = True
 ) -> dict[str, Any]:
@@ -117,18 +137,7 @@ def train_dp_models(
         range(lrs.shape[1]), desc=f"DP pool chunk ({k_models} models)", unit="step", disable=quiet or None, leave=False
     ):
         active = [t < total for total in totals]  # a finished model samples, draws and releases nothing more
-        picks = [
-            (torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1)
-            if on
-            else torch.empty(0, dtype=torch.long, device=device)
-            for m, qk, g, on in zip(sizes, q, samplers, active)
-        ]
-        width_t = max(1, max(len(p) for p in picks))
-        pos = torch.zeros(k_models, width_t, dtype=torch.long, device=device)
-        real = torch.zeros(k_models, width_t, dtype=torch.long, device=device)
-        for k, p in enumerate(picks):
-            pos[k, : len(p)], real[k, : len(p)] = p, 1
-        idx = torch.gather(subsets, 1, pos)
+        idx, real = _poisson_batches(subsets, sizes, q, samplers, active)
         yw = torch.stack([data.y_train[idx], real], dim=-1)
         noise = _noise(template, noise_gens, active, pipe.releases, std, divisor)
         g, state = pool_grad(
