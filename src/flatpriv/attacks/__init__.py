@@ -2,9 +2,11 @@
 
 A pool of K models saves ``keep`` [K, N] (model k trained on example i) and ``logits`` [K, N, C] on the N
 candidates with ``labels`` [N]; :mod:`.scores` turns logits into per-model statistics and threshold-attack scores,
-:mod:`.lira` runs LiRA (Carlini et al. 2022) leave-one-out over the pool, and :mod:`.metrics` gives ROC, AUC,
-balanced accuracy and TPR at low FPR with bootstrap CIs. The ε lower bound of an audit is
-:func:`flatpriv.privacy.audit.epsilon_lower_bound`.
+:mod:`.lira` runs LiRA (Carlini et al. 2022) leave-one-out over the pool as the paper describes it and
+:mod:`.lira_variants` as its reference code scores it, :mod:`.rmia` runs RMIA (Zarifzadeh et al. 2024) against a
+population of never-trained points, and :mod:`.metrics` gives ROC, AUC, balanced accuracy and TPR at low FPR with
+bootstrap CIs. The audits are :mod:`flatpriv.privacy.one_run` (Steinke et al. 2023) and the Clopper–Pearson
+heuristic :func:`flatpriv.privacy.audit.epsilon_lower_bound`.
 """
 
 from .lira import (
@@ -16,7 +18,9 @@ from .lira import (
     lira_scores,
     scores_from_params,
 )
+from .lira_variants import LiRARefFixed, LiRATwoSided
 from .metrics import RocCurve, attack_metrics, auc, balanced_accuracy, clean_scores, plot_roc, roc, tpr_at_fpr
+from .rmia import RMIA, choose_offline_a, rmia_scores, rmia_signal
 from .scores import (
     THRESHOLD_KINDS,
     confidence,
@@ -34,10 +38,14 @@ __all__ = [
     "THRESHOLD_KINDS",
     "GaussianParams",
     "LiRA",
+    "LiRARefFixed",
+    "LiRATwoSided",
+    "RMIA",
     "RocCurve",
     "attack_metrics",
     "auc",
     "balanced_accuracy",
+    "choose_offline_a",
     "clean_scores",
     "confidence",
     "leave_one_out",
@@ -50,6 +58,8 @@ __all__ = [
     "per_class_calibrate",
     "per_class_standardize",
     "plot_roc",
+    "rmia_scores",
+    "rmia_signal",
     "roc",
     "scores_from_params",
     "softmax",

@@ -161,12 +161,15 @@ def one_run_audit(
     if (kp_all < 0).any() or (km_all < 0).any() or (kp_all + km_all > n).any():
         raise FlatprivError(f"every (k+, k-) needs k+, k- >= 0 and k+ + k- <= {n} scores")
     r_all, v_all = kp_all + km_all, top[kp_all] + bottom[km_all]
-    if delta == 0:  # the exact bound, vectorised over the grid
-        with np.errstate(divide="ignore"):
-            eps_all = np.where(v_all > 0, logit(beta.ppf(level, np.maximum(v_all, 1), r_all - v_all + 1)), 0.0)
-        eps_all = np.maximum(eps_all, 0.0)
-    else:
-        eps_all = np.array([epsilon_lower(int(r), int(v), level, delta, m) for r, v in zip(r_all, v_all)])
+    with np.errstate(divide="ignore"):  # the exact δ = 0 bound, vectorised over the grid
+        eps_all = np.where(v_all > 0, logit(beta.ppf(level, np.maximum(v_all, 1), r_all - v_all + 1)), 0.0)
+    eps_all = np.maximum(eps_all, 0.0)
+    if delta > 0:  # each δ > 0 bound is at most its δ = 0 bound: evaluate in that order, stop when none can win
+        upper, eps_all = eps_all, np.zeros_like(eps_all)
+        for j in np.argsort(-upper, kind="stable"):
+            if upper[j] <= eps_all.max():
+                break
+            eps_all[j] = epsilon_lower(int(r_all[j]), int(v_all[j]), level, delta, m)
     b = int(np.argmax(eps_all))
     best = {"eps_lower": float(eps_all[b]), "k_plus": int(kp_all[b]), "k_minus": int(km_all[b])}
     best.update(r=int(r_all[b]), v=int(v_all[b]))
