@@ -91,11 +91,13 @@ def plot_references(rows: list[dict[str, Any]], path: str | Path, title: str) ->
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, marker="o", ls="--" if a.startswith("lira") else "-", label=a)
-        ax.set(xscale="log", xlabel="reference models per target", ylabel=label)
+        counts = sorted({r["references"] for r in rows})
         ax.set_xscale("log", base=2)
+        ax.set(xlabel="reference models per target", ylabel=label, xticks=counts, xticklabels=[str(c) for c in counts])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
-        if j == 0:
-            ax.legend(fontsize=7)
+        if j == 1:
+            ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out = Path(path)
