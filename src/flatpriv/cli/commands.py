@@ -146,12 +146,12 @@ def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
             print(f"  {name:<28} {what}")
         if "references" in summary:
             print("reference models per target (plots/references.png):")
-            print(f"  {'pool':<10} {'attack':<20} {'refs':>5} {'AUC':>6} {'TPR@1%':>7} {'NaN dropped':>11}")
+            print(f"  {'pool':<10} {'attack':<28} {'refs':>5} {'AUC':>6} {'TPR@1%':>7} {'NaN dropped':>11}")
             for r in summary["references"]:
                 auc = "-" if r["auc"] is None else f"{r['auc']:.3f}"
                 tpr = "-" if r["tpr_at_1%fpr"] is None else f"{r['tpr_at_1%fpr']:.4f}"
                 print(
-                    f"  {r['pool']:<10} {r['attack']:<20} {r['references']:>5} {auc:>6} {tpr:>7} "
+                    f"  {r['pool']:<10} {r['attack']:<28} {r['references']:>5} {auc:>6} {tpr:>7} "
                     f"{r['n_dropped_nan']:>11}"
                 )
     return summary
