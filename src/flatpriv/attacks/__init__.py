@@ -6,7 +6,8 @@ candidates with ``labels`` [N]; :mod:`.scores` turns logits into per-model stati
 :mod:`.lira_variants` as its reference code scores it, :mod:`.rmia` runs RMIA (Zarifzadeh et al. 2024) against a
 population of never-trained points, and :mod:`.metrics` gives ROC, AUC, balanced accuracy and TPR at low FPR with
 bootstrap CIs. The audits are :mod:`flatpriv.privacy.one_run` (Steinke et al. 2023) and the Clopper–Pearson
-heuristic :func:`flatpriv.privacy.audit.epsilon_lower_bound`.
+heuristic :func:`flatpriv.privacy.audit.epsilon_lower_bound`. Import RMIA and the reference-code LiRA variants
+from their modules (``from flatpriv.attacks.rmia import RMIA``).
 """
 
 from .lira import (
@@ -18,9 +19,7 @@ from .lira import (
     lira_scores,
     scores_from_params,
 )
-from .lira_variants import LiRARefFixed, LiRATwoSided
 from .metrics import RocCurve, attack_metrics, auc, balanced_accuracy, clean_scores, plot_roc, roc, tpr_at_fpr
-from .rmia import RMIA, choose_offline_a, rmia_scores, rmia_signal
 from .scores import (
     THRESHOLD_KINDS,
     confidence,
@@ -38,14 +37,10 @@ __all__ = [
     "THRESHOLD_KINDS",
     "GaussianParams",
     "LiRA",
-    "LiRARefFixed",
-    "LiRATwoSided",
-    "RMIA",
     "RocCurve",
     "attack_metrics",
     "auc",
     "balanced_accuracy",
-    "choose_offline_a",
     "clean_scores",
     "confidence",
     "leave_one_out",
@@ -58,8 +53,6 @@ __all__ = [
     "per_class_calibrate",
     "per_class_standardize",
     "plot_roc",
-    "rmia_scores",
-    "rmia_signal",
     "roc",
     "scores_from_params",
     "softmax",

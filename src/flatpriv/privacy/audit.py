@@ -86,7 +86,8 @@ def epsilon_lower_bound(
     confidence: float = 0.95,
     threshold: float | None = None,
 ) -> dict[str, Any]:
-    """The audit's ε lower bound from membership ``scores`` (larger = member) and true ``members`` (bool).
+    """The Clopper–Pearson ε bound from membership ``scores`` (larger = member) and true ``members`` (bool): a
+    confidence bound for independent trials, a heuristic for the (model, example) pairs of a pool (module docstring).
 
     Returns eps_lower (≥ 0), the threshold achieving it (None when eps_lower = 0), which form achieved it
     ("fpr": ln((1−δ−FNR_u)/FPR_u), "fnr": ln((1−δ−FPR_u)/FNR_u)), the empirical and upper-bounded FPR and FNR
