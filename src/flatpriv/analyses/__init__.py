@@ -1,7 +1,8 @@
 """Analyses: read a finished run or pool, call the array-only estimators, write a new run directory.
 
 What lives here: ``flatpriv memorization`` (:mod:`.memorization`: Feldman–Zhang scores, influence, influence
-entropy buckets), ``flatpriv attack`` (:mod:`.attack`: threshold attacks, LiRA, the empirical ε lower bound) and
+entropy buckets), ``flatpriv attack`` (:mod:`.attack`: threshold attacks, LiRA, RMIA, the one-run audit and
+the Clopper–Pearson heuristic; :mod:`.attack_scores`, :mod:`.audits`, :mod:`.references`) and
 ``flatpriv curvature`` (:mod:`.curvature`: input-loss curvature of a pool's models). Later stages never retrain.
 
 Imports: ``memorization``, ``attacks``, ``privacy``, ``pools``, ``train``, ``data``, ``models``, ``results``,

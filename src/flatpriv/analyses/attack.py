@@ -1,11 +1,14 @@
 """``flatpriv attack``: membership inference on one or more finished pools, into a new run directory.
 
-Each pool model in turn is the target and the others are its shadows (LiRA's evaluation); scores are pooled over
-targets. Attacks: global and per-class thresholds (standardised against the shadows' OUT scores) on the loss, the
-true-class confidence and the modified entropy (Song & Mittal 2021); LiRA online / offline with per-example or
-fixed variance on φ (Carlini et al. 2022). For each pool and attack: AUC, balanced accuracy, TPR at 0.1 % and
-1 % FPR with bootstrap CIs and the counts they rest on, and the empirical ε lower bound (Clopper–Pearson) next
-to the accountant's ε when the pool is private.
+Each pool model in turn is the target and the others are its references (LiRA's evaluation); scores are pooled
+over targets. Attacks (:data:`ATTACKS`, each named for what it computes, :mod:`.attack_scores`): global and
+per-class thresholds on the loss, the true-class confidence and the modified entropy (Song & Mittal 2021); LiRA
+(Carlini et al. 2022) online / offline as the paper describes it and as its reference code computes it; RMIA
+(Zarifzadeh et al. 2024) online / offline against the test set as population. For each pool and attack: AUC,
+balanced accuracy, TPR at 0.1 % and 1 % FPR with bootstrap CIs and the counts they rest on; the one-run audit's
+ε lower bound with its ceiling (per model and over the pool, when the pool's masks satisfy its assumption) and
+the Clopper–Pearson bound (a heuristic, :mod:`.audits`), next to the accountant's ε when the pool is private.
+With ``references``: LiRA and RMIA against the number of reference models (:mod:`.references`).
 """
 
 from __future__ import annotations
@@ -17,57 +20,52 @@ from typing import Any
 import numpy as np
 
 from .. import results
-from ..attacks.lira import LiRA, leave_one_out
 from ..attacks.metrics import attack_metrics, plot_roc, roc
-from ..attacks.scores import logit_scaled_confidence, per_class_leave_one_out, threshold_scores
 from ..errors import FlatprivError
 from ..privacy.audit import epsilon_lower_bound
+from . import audits
+from .attack_scores import ATTACKS, PoolSignals, RmiaSettings
 from .memorization import load_pool
+from .references import parse_references, plot_references, reference_curve
 
-ATTACKS = (
-    "loss",
-    "loss_per_class",
-    "confidence",
-    "confidence_per_class",
-    "mentr",
-    "mentr_per_class",
-    "lira_online",
-    "lira_online_fixed",
-    "lira_offline",
-    "lira_offline_fixed",
-)
+ROC_ATTACKS = ("loss", "lira_online_fixed", "rmia_online", "rmia_offline")
 
 
-def _loo_threshold(keep: np.ndarray, stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return stat, keep  # a global threshold needs no shadows: the target's own statistic is its score
-
-
-def _pool_scores(pool: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    keep, logits, labels = pool["keep"], pool["train_logits"], pool["train_labels"]
-    out = {}
-    for kind in ("loss", "confidence", "mentr"):  # −ℓ, p_y, −Mentr: larger = member  [K, N]
-        score = threshold_scores(kind, logits, labels)
-        out[kind] = _loo_threshold(keep, score)
-        out[f"{kind}_per_class"] = per_class_leave_one_out(keep, score, labels)
-    phi = logit_scaled_confidence(logits, labels)
-    return {
-        **out,
-        "lira_online": leave_one_out(keep, phi, LiRA(online=True, fixed_variance=False)),
-        "lira_online_fixed": leave_one_out(keep, phi, LiRA(online=True, fixed_variance=True)),
-        "lira_offline": leave_one_out(keep, phi, LiRA(online=False, fixed_variance=False)),
-        "lira_offline_fixed": leave_one_out(keep, phi, LiRA(online=False, fixed_variance=True)),
+def _one_run(signals: PoolSignals, scores: np.ndarray, attack: str, delta: float, canaries: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "per_model": audits.per_model(scores, signals.keep, delta),
+        "pool": audits.pooled(signals, attack, delta),
     }
+    if canaries is not None:
+        out["canaries_per_model"] = audits.per_model(scores, signals.keep, delta, columns=canaries)
+        out["canaries_pool"] = audits.pooled(signals, attack, delta, columns=canaries)
+    return out
 
 
 def run_attack(
-    run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int = 200, seed: int = 0
+    run_dirs: list[str | Path],
+    out: str | Path = "runs",
+    n_boot: int = 200,
+    seed: int = 0,
+    references: str | list[int] | None = None,
+    rmia: RmiaSettings | None = None,
 ) -> dict[str, Any]:
+    rmia = rmia or RmiaSettings()
     pools = [load_pool(d) for d in run_dirs]
     if any(not np.array_equal(p["train_labels"], pools[0]["train_labels"]) for p in pools[1:]):
         raise FlatprivError("the pools were trained on different data sets; compare pools of the same data")
     for p in pools:
         if p["keep"].shape[0] < 3:
             raise FlatprivError(f"{p['run_dir']}: LiRA needs at least 3 models (a target and 2 shadows)")
+    n_min = min(p["keep"].shape[0] for p in pools)
+    counts = references if isinstance(references, list) else parse_references(references, n_min)
+    if counts and counts[-1] > n_min - 1:
+        raise FlatprivError(f"--references: a pool of {n_min} models has at most {n_min - 1} references per target")
+    if rmia.offline_a == "auto":  # choose a on pool 0's model 0 (Privacy Meter's way), then use it everywhere
+        from ..attacks.rmia import choose_offline_a
+
+        s0 = PoolSignals(pools[0], RmiaSettings(rmia.gamma, 0.3, rmia.temperature))
+        rmia = RmiaSettings(rmia.gamma, choose_offline_a(s0.keep, s0.px, s0.pz, rmia.gamma), rmia.temperature)
     out_dir = results.new_run_dir(out, "attack", Path(run_dirs[0]).name)
     results.write_json(
         out_dir / "config.json",
@@ -76,33 +74,52 @@ def run_attack(
             "attacks": list(ATTACKS),
             "n_boot": n_boot,
             "seed": seed,
+            "references": counts,
+            "rmia": {"gamma": rmia.gamma, "offline_a": rmia.offline_a, "temperature": rmia.temperature},
         },
     )
-    table, curves = [], {}
+    table, curves, ref_rows, notes = [], {}, [], {}
     for i, p in enumerate(pools):
         label = f"{i}:{p['config']['algorithm']}"
         summary = results.read_json(p["run_dir"] / "summary.json")
-        for attack, (scores, members) in _pool_scores(p).items():
+        meta = results.read_json(p["run_dir"] / "pool.json")
+        delta = summary.get("delta") or 0.0
+        not_applicable = audits.one_run_not_applicable(meta)
+        if not_applicable:
+            notes[label] = f"one-run audit not applicable: {not_applicable}"
+        signals = PoolSignals(p, rmia)
+        for attack in ATTACKS:
+            scores, members = signals.leave_one_out(attack), signals.keep
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
-            delta = summary.get("delta") or 0.0
             audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)
             row = {
                 "pool": label,
                 "source": str(p["run_dir"]),
                 "attack": attack,
+                "variant": signals.variant(attack),
                 "test_accuracy": summary["test_accuracy"],
                 "accountant_epsilon": summary.get("epsilon"),
+                "delta": delta,
                 "epsilon_lower_bound": audit["eps_lower"],
+                "epsilon_lower_bound_kind": audits.CP_KIND,
                 **m,
             }
-            if p.get("canaries") is not None:  # the same audit on the mislabelled canaries alone
+            if p.get("canaries") is not None:  # the same heuristic bound on the mislabelled canaries alone
                 c = p["canaries"]
                 row["epsilon_lower_bound_canaries"] = epsilon_lower_bound(
                     scores[:, c].ravel(), members[:, c].ravel(), delta=delta
                 )["eps_lower"]
                 row["n_canaries"] = int(len(c))
+            if not_applicable:
+                row["one_run"] = None
+            else:
+                row["one_run"] = _one_run(signals, scores, attack, delta, p.get("canaries"))
+                row["eps_one_run_model0"] = row["one_run"]["per_model"]["model0"]["eps_lower"]
+                row["eps_one_run_model0_ceiling"] = row["one_run"]["per_model"]["model0"]["ceiling"]
+                row["eps_one_run_pool"] = row["one_run"]["pool"]["eps_lower"]
+                row["eps_one_run_pool_ceiling"] = row["one_run"]["pool"]["ceiling"]
             table.append(row)
-            if attack in ("loss", "lira_online_fixed"):
+            if attack in ROC_ATTACKS:
                 r = roc(scores.ravel(), members.ravel())
                 curves[f"{label} {attack}"] = (r.fpr, r.tpr)
             if attack == "lira_online_fixed":  # per-example vulnerability: mean score over targets holding it
@@ -111,7 +128,20 @@ def run_attack(
                     vuln = np.nanmean(np.where(members, scores, np.nan), axis=0)
                 results.save_array(out_dir, f"vulnerability_pool{i}", vuln)
             results.save_array(out_dir, f"scores_{attack}_pool{i}", scores.astype(np.float32))
+        if counts:
+            ref_rows += [{"pool": label, **r} for r in reference_curve(signals, counts, seed)]
     plot_roc(curves, out_dir / "plots" / "roc_loglog.png", title="membership inference (log-log ROC)")
     summary = {"kind": "attack", "pools": [str(d) for d in run_dirs], "table": table, "run_dir": str(out_dir)}
+    summary["variants"] = {a: signals.variant(a) for a in ATTACKS}
+    summary["audits"] = {
+        "epsilon_lower_bound": audits.CP_KIND,
+        "one_run": "Steinke, Nasr, Jagielski 2023 at 95 %, Bonferroni over (k+, k-); per model (model 0) and over "
+        "the pool (first half audited against references from the second half); ceiling = the bound with every "
+        "guess correct",
+        "notes": notes,
+    }
+    if counts:
+        summary["references"] = ref_rows
+        plot_references(ref_rows, out_dir / "plots" / "references.png", "attack strength against reference models")
     results.write_json(out_dir / "summary.json", summary)
     return summary

@@ -2,9 +2,12 @@
 
 A pool of K models saves ``keep`` [K, N] (model k trained on example i) and ``logits`` [K, N, C] on the N
 candidates with ``labels`` [N]; :mod:`.scores` turns logits into per-model statistics and threshold-attack scores,
-:mod:`.lira` runs LiRA (Carlini et al. 2022) leave-one-out over the pool, and :mod:`.metrics` gives ROC, AUC,
-balanced accuracy and TPR at low FPR with bootstrap CIs. The ε lower bound of an audit is
-:func:`flatpriv.privacy.audit.epsilon_lower_bound`.
+:mod:`.lira` runs LiRA (Carlini et al. 2022) leave-one-out over the pool as the paper describes it and
+:mod:`.lira_variants` as its reference code scores it, :mod:`.rmia` runs RMIA (Zarifzadeh et al. 2024) against a
+population of never-trained points, and :mod:`.metrics` gives ROC, AUC, balanced accuracy and TPR at low FPR with
+bootstrap CIs. The audits are :mod:`flatpriv.privacy.one_run` (Steinke et al. 2023) and the Clopper–Pearson
+heuristic :func:`flatpriv.privacy.audit.epsilon_lower_bound`. Import RMIA and the reference-code LiRA variants
+from their modules (``from flatpriv.attacks.rmia import RMIA``).
 
 Imports: ``flatpriv.errors`` only; numpy, scipy and scikit-learn's metrics (matplotlib for a ROC plot). Nothing of
 the training stack, so each attack can be read and tested on arrays alone.

@@ -94,28 +94,66 @@ def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _rmia_a(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        a = float(text)
+    except ValueError:
+        raise FlatprivError(f"--rmia-a {text!r}: expected a number in [0, 1] or 'auto'") from None
+    if not 0 <= a <= 1:
+        raise FlatprivError(f"--rmia-a {text}: must lie in [0, 1]")
+    return a
+
+
+def _eps1(value: float | None, ceiling: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}/{ceiling:.1f}"
+
+
 def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
     from ..analyses.attack import run_attack
+    from ..analyses.attack_scores import RmiaSettings
 
-    summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap)
+    if a.rmia_gamma <= 0 or a.rmia_temperature <= 0:
+        raise FlatprivError("--rmia-gamma and --rmia-temperature must be > 0")
+    rmia = RmiaSettings(a.rmia_gamma, _rmia_a(a.rmia_a), a.rmia_temperature)
+    summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap, seed=a.seed, references=a.references, rmia=rmia)
     if not a.json:
         print(f"run directory: {summary['run_dir']}  (ROC: plots/roc_loglog.png)")
         print(
-            f"{'pool':<12} {'attack':<20} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
-            f"{'eps_lower':>9} {'eps':>7}  n_in/n_out"
+            f"{'pool':<10} {'attack':<28} {'AUC':>6} {'bal.acc':>7} {'TPR@0.1%':>9} {'TPR@1%':>7} "
+            f"{'eps1 model0':>11} {'eps1 pool':>10} {'epsCP(heur)':>11} {'eps':>6}  n_in/n_out"
         )
         for r in summary["table"]:
             eps = "-" if r["accountant_epsilon"] is None else f"{r['accountant_epsilon']:.2f}"
             print(
-                f"{r['pool']:<12} {r['attack']:<20} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
-                f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} {r['epsilon_lower_bound']:>9.3f} {eps:>7}  "
-                f"{r['n_members']}/{r['n_nonmembers']}"
+                f"{r['pool']:<10} {r['attack']:<28} {r['auc']:>6.3f} {r['balanced_accuracy']:>7.3f} "
+                f"{r['tpr_at_0.1%fpr']:>9.4f} {r['tpr_at_1%fpr']:>7.4f} "
+                f"{_eps1(r.get('eps_one_run_model0'), r.get('eps_one_run_model0_ceiling')):>11} "
+                f"{_eps1(r.get('eps_one_run_pool'), r.get('eps_one_run_pool_ceiling')):>10} "
+                f"{r['epsilon_lower_bound']:>11.3f} {eps:>6}  {r['n_members']}/{r['n_nonmembers']}"
                 + (
-                    f"  eps_lower on {r['n_canaries']} canaries {r['epsilon_lower_bound_canaries']:.3f}"
+                    f"  epsCP on {r['n_canaries']} canaries {r['epsilon_lower_bound_canaries']:.3f}"
                     if "n_canaries" in r
                     else ""
                 )
             )
+        print("eps1: one-run audit (Steinke et al. 2023), 95 %, bound/ceiling; epsCP: Clopper-Pearson, a heuristic")
+        for note in summary["audits"]["notes"].values():
+            print(f"  {note}")
+        print("variants:")
+        for name, what in summary["variants"].items():
+            print(f"  {name:<28} {what}")
+        if "references" in summary:
+            print("reference models per target (plots/references.png):")
+            print(f"  {'pool':<10} {'attack':<28} {'refs':>5} {'AUC':>6} {'TPR@1%':>7} {'NaN dropped':>11}")
+            for r in summary["references"]:
+                auc = "-" if r["auc"] is None else f"{r['auc']:.3f}"
+                tpr = "-" if r["tpr_at_1%fpr"] is None else f"{r['tpr_at_1%fpr']:.4f}"
+                print(
+                    f"  {r['pool']:<10} {r['attack']:<28} {r['references']:>5} {auc:>6} {tpr:>7} "
+                    f"{r['n_dropped_nan']:>11}"
+                )
     return summary
 
 

@@ -155,15 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "attack",
-        help="membership inference (threshold, LiRA) and empirical epsilon of pools",
+        help="membership inference (thresholds, LiRA, RMIA) and privacy audits of pools",
         description="Membership inference on finished pools: each model in turn is the target, the "
-        "others its shadows. Global and per-class loss thresholds, LiRA online/offline with "
-        "per-example or fixed variance. Reports AUC, balanced accuracy, TPR at 0.1%% and 1%% FPR "
-        "(bootstrap CIs, with the member/non-member counts), the empirical epsilon lower bound "
-        "(Clopper-Pearson 95%%), a log-log ROC overlay and per-example vulnerability scores.",
+        "others its references. Global and per-class thresholds, LiRA online/offline (the paper's "
+        "variants and the reference code's), RMIA online/offline against the test set. Reports AUC, "
+        "balanced accuracy, TPR at 0.1%% and 1%% FPR (bootstrap CIs, with the member/non-member "
+        "counts), the one-run audit's epsilon lower bound with its ceiling (Steinke et al. 2023; "
+        "pools made with --keep-mode bernoulli --keep 0.5), the Clopper-Pearson bound over all "
+        "(model, example) pairs (a heuristic), a log-log ROC overlay and per-example vulnerability.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished pools on the same data")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for CIs (200)")
+    p.add_argument(
+        "--references",
+        metavar="R1,R2,...",
+        help="also run LiRA and RMIA with that many random reference models per target (e.g. 1,2,4,8,16): "
+        "AUC and TPR@1%% FPR against the count in summary.json and plots/references.png",
+    )
+    p.add_argument("--rmia-gamma", type=float, default=2.0, metavar="G", help="RMIA's gamma (2, the paper's code)")
+    p.add_argument(
+        "--rmia-a",
+        default="0.3",
+        metavar="A",
+        help="offline RMIA's a in [0, 1] (0.3, the paper's CIFAR-10 value), or 'auto': chosen on one reference "
+        "model as Privacy Meter does",
+    )
+    p.add_argument("--rmia-temperature", type=float, default=1.0, metavar="T", help="RMIA's softmax temperature (1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the reference subsets (0)")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_attack)
 

@@ -7,7 +7,8 @@ What lives here:
   :mod:`.sampling` (Poisson sampling, the one noise draw), :mod:`.privatizer` (the pure Gaussian mechanism,
   the run state that feeds it, and :func:`setup_privacy`, which refuses what would break DP);
 * accounting and audit (numpy/scipy/dp-accounting, never torch): :mod:`.accounting` (PLD/RDP, the ledger,
-  calibration), :mod:`.audit` (empirical ε lower bounds).
+  calibration), :mod:`.audit` (the Clopper–Pearson ε lower bound over (model, example) pairs, a heuristic) and
+  :mod:`.one_run` (the one-run audit of Steinke, Nasr, Jagielski 2023, valid for one training run).
 
 Imports: ``flatpriv.tree``, ``flatpriv.config``, ``flatpriv.errors`` and the array-only ``flatpriv.attacks``
 (the audit); nothing of the training stack. ``import flatpriv.privacy`` loads no torch: the torch-based names

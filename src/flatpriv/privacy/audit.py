@@ -1,4 +1,11 @@
-"""Empirical privacy auditing: a statistical lower bound on ε from a membership attack's errors (numpy/scipy only).
+"""Empirical privacy auditing: a lower bound on ε from a membership attack's errors (numpy/scipy only).
+
+**A heuristic as ``flatpriv attack`` applies it.** Clopper–Pearson assumes the trials are independent (one training
+run per trial, as in Jagielski et al. 2020). ``flatpriv attack`` feeds it every (model, example) pair of a pool:
+the examples of one model are scored by the same trained model and are not independent trials, and no theorem
+backs that pooling, so the figure it reports is a heuristic, not a confidence bound. The sound audit on the same
+scores is :mod:`flatpriv.privacy.one_run` (Steinke, Nasr, Jagielski 2023), which allows any dependence between
+the guesses of one run. What follows holds for independent trials.
 
 If training is (ε, δ)-DP, every membership test, members being the examples trained on, obeys
 (Kairouz et al. 2015; used for auditing by Jagielski et al. 2020, "Auditing Differentially Private Machine
@@ -79,7 +86,8 @@ def epsilon_lower_bound(
     confidence: float = 0.95,
     threshold: float | None = None,
 ) -> dict[str, Any]:
-    """The audit's ε lower bound from membership ``scores`` (larger = member) and true ``members`` (bool).
+    """The Clopper–Pearson ε bound from membership ``scores`` (larger = member) and true ``members`` (bool): a
+    confidence bound for independent trials, a heuristic for the (model, example) pairs of a pool (module docstring).
 
     Returns eps_lower (≥ 0), the threshold achieving it (None when eps_lower = 0), which form achieved it
     ("fpr": ln((1−δ−FNR_u)/FPR_u), "fnr": ln((1−δ−FPR_u)/FNR_u)), the empirical and upper-bounded FPR and FNR
