@@ -93,7 +93,15 @@ def _fake_measures(sam_better: bool, k: int = 16, m: int = 400, n: int = 800) ->
             "tpr_by_mem": np.full(6, tpr),
             "tpr_by_mem_n": np.full(6, 10),
         }
-        for a in ("lira_online", "lira_online_fixed", "lira_offline", "loss", "confidence"):
+        for a in (
+            "lira_online",
+            "lira_online_fixed",
+            "lira_offline",
+            "rmia_online",
+            "rmia_offline",
+            "loss",
+            "confidence",
+        ):
             out[f"{a}.tpr"] = tpr + rng.normal(0, 0.002, k)
             out[f"{a}.auc"] = auc + rng.normal(0, 0.002, k)
             out[f"{a}.pooled_auc"], out[f"{a}.pooled_tpr"] = np.array(auc), np.array(tpr)

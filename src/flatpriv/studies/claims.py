@@ -155,3 +155,29 @@ def measure(values: np.ndarray, unit: str, resamples: int, seed: int, **rule: An
     v = np.asarray(values, dtype=float)
     value, low, high = mean_ci(v, resamples, seed)
     return Measurement(value, low, high, int(np.isfinite(v).sum()), unit, **rule)
+
+
+def paired(a: np.ndarray, b: np.ndarray, unit: str, s: dict[str, Any], **rule: Any) -> Measurement:
+    """mean(b − a) over units both were measured on (``s`` holds ``resamples`` and ``seed``)."""
+    return measure(np.asarray(b, float) - np.asarray(a, float), unit, s["resamples"], s["seed"], **rule)
+
+
+def unpaired(a: np.ndarray, b: np.ndarray, unit: str, s: dict[str, Any], **rule: Any) -> Measurement:
+    """mean(b) − mean(a) over two independent sets of units, each resampled on its own."""
+    rng = np.random.default_rng(s["seed"])
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    draws = [rng.choice(b, len(b)).mean() - rng.choice(a, len(a)).mean() for _ in range(s["resamples"])]
+    return Measurement(
+        float(b.mean() - a.mean()),
+        float(np.percentile(draws, 2.5)),
+        float(np.percentile(draws, 97.5)),
+        len(a) + len(b),
+        unit,
+        **rule,
+    )
+
+
+def ci(v: np.ndarray, s: dict[str, Any]) -> tuple[float, tuple[float, float]]:
+    """The mean of ``v`` and its bootstrap interval, as (value, (low, high))."""
+    value, lo, hi = mean_ci(v, s["resamples"], s["seed"])
+    return value, (lo, hi)

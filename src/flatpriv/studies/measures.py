@@ -12,19 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from ..analyses.attack_scores import VARIANTS, PoolSignals, RmiaSettings
 from ..analyses.memorization import load_pool
-from ..attacks.lira import LiRA, leave_one_out
 from ..attacks.metrics import auc, roc, tpr_at_fpr
-from ..attacks.scores import logit_scaled_confidence, threshold_scores
+from ..attacks.scores import logit_scaled_confidence
 from ..memorization import correctness, influence, influence_entropy, memorization
 from ..privacy.audit import epsilon_lower_bound
 
-LIRA = {
-    "lira_online": LiRA(online=True, fixed_variance=False),
-    "lira_online_fixed": LiRA(online=True, fixed_variance=True),
-    "lira_offline": LiRA(online=False, fixed_variance=False),
-}
-MAIN_ATTACK = "lira_online_fixed"  # science.md §6.1 R2a: LiRA online with fixed variance
+ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "rmia_online", "rmia_offline", "loss", "confidence")
+MAIN_ATTACK = "lira_online_fixed"  # science.md §6.1 R2a: LiRA online, fixed variance as the paper describes it
 FPR = 0.01
 MEM_EDGES = np.array([-1.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])  # FZ memorization bins for attack success
 
@@ -60,11 +56,19 @@ def phi(p: dict[str, Any]) -> np.ndarray:
     return logit_scaled_confidence(p["train_logits"], p["train_labels"])
 
 
-def attack_scores(p: dict[str, Any], attack: str) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [K, N], members [K, N]): every model the target in turn, the others its shadows."""
-    if attack in LIRA:
-        return leave_one_out(p["keep"], phi(p), LIRA[attack])
-    return threshold_scores(attack, p["train_logits"], p["train_labels"]), p["keep"]
+def variant(attack: str) -> str:
+    """What an attack name computes, as ``flatpriv attack``'s tables name it (RMIA with its default settings)."""
+    s = RmiaSettings()
+    return VARIANTS[attack].format(gamma=s.gamma, a=s.offline_a, temperature=s.temperature)
+
+
+def attack_scores(p: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """attack -> (scores [K, N], members [K, N]) for every attack of :data:`ATTACKS`: every model the target in
+    turn, the others its shadows (RMIA: its references, with the test set as the population), exactly as
+    ``flatpriv attack`` scores a pool."""
+    signals = PoolSignals(p, RmiaSettings())
+    keep = np.asarray(p["keep"], dtype=bool)
+    return {a: (signals.leave_one_out(a), keep) for a in ATTACKS}
 
 
 def per_model_attack(scores: np.ndarray, members: np.ndarray, fpr: float = FPR) -> dict[str, np.ndarray]:

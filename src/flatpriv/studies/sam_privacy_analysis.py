@@ -14,8 +14,6 @@ from ..memorization import entropy_buckets
 from . import measures as M
 from .runner import Context
 
-ATTACKS = ("lira_online", "lira_online_fixed", "lira_offline", "loss", "confidence")
-
 
 def _measure_pool(run_dir: str, dp: bool, delta: float) -> dict[str, np.ndarray]:
     p = M.pool(run_dir)
@@ -28,8 +26,7 @@ def _measure_pool(run_dir: str, dp: bool, delta: float) -> dict[str, np.ndarray]
         "entropy": M.entropy(p),
         "out_phi_var": M.out_phi_variance(p),
     }
-    for attack in ATTACKS:
-        scores, members = M.attack_scores(p, attack)
+    for attack, (scores, members) in M.attack_scores(p).items():
         per = M.per_model_attack(scores, members)
         out[f"{attack}.auc"], out[f"{attack}.tpr"] = per["auc"], per["tpr"]
         pooled = M.pooled_attack(scores, members)

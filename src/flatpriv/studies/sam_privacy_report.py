@@ -12,36 +12,13 @@ from ..attacks.metrics import plot_roc
 from ..memorization import bucket_comparison, entropy_buckets
 from . import measures as M
 from . import plots
-from .claims import Measurement, Result, mean_ci, measure
+from .claims import Measurement, Result, ci, paired
 from .report import Section, fmt
 from .runner import Context
 from .sam_privacy import CLAIMS
+from .sam_privacy_mitigations import dp_section, tradeoff_section
 
 CONFOUND_GAP = 0.01  # a pool whose train accuracy is this far below SGD's: its attack gap is confounded
-
-
-def _paired(a: np.ndarray, b: np.ndarray, unit: str, s: dict[str, Any], **rule: Any) -> Measurement:
-    return measure(np.asarray(b, float) - np.asarray(a, float), unit, s["resamples"], s["seed"], **rule)
-
-
-def _unpaired(a: np.ndarray, b: np.ndarray, unit: str, s: dict[str, Any], **rule: Any) -> Measurement:
-    """mean(b) − mean(a) over two independent sets of units, each resampled on its own."""
-    rng = np.random.default_rng(s["seed"])
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    draws = [rng.choice(b, len(b)).mean() - rng.choice(a, len(a)).mean() for _ in range(s["resamples"])]
-    return Measurement(
-        float(b.mean() - a.mean()),
-        float(np.percentile(draws, 2.5)),
-        float(np.percentile(draws, 97.5)),
-        len(a) + len(b),
-        unit,
-        **rule,
-    )
-
-
-def _ci(v: np.ndarray, s: dict[str, Any]) -> tuple[float, tuple[float, float]]:
-    value, lo, hi = mean_ci(v, s["resamples"], s["seed"])
-    return value, (lo, hi)
 
 
 def build(
@@ -55,19 +32,19 @@ def build(
     for ds in s["datasets"]:
         sgd, sam = m[f"{ds}-sgd"], m[f"{ds}-{sam_name}"]
         lab = dict(label=ds)
-        parts["R1a"].append(_paired(sgd["test_acc_pt"], sam["test_acc_pt"], "test points", s, **lab))
+        parts["R1a"].append(paired(sgd["test_acc_pt"], sam["test_acc_pt"], "test points", s, **lab))
         v, lo, hi, n = bucket_diff(
             sgd["entropy"], sgd["test_acc_pt"], sam["test_acc_pt"], s["buckets"], s["resamples"], s["seed"]
         )
         parts["R1b"].append(Measurement(v, lo, hi, n, "test points (buckets 1 and 5)", **lab))
         mid = [((x["mem"] >= 0.3) & (x["mem"] <= 0.9)).astype(float) for x in (sgd, sam)]
-        parts["R1c"].append(_paired(mid[0], mid[1], "training points", s, **lab))
-        parts["R2a"].append(_paired(sgd[f"{main}.tpr"], sam[f"{main}.tpr"], "pool models", s, **lab))
-        parts["R2b"].append(_paired(sgd[f"{main}.auc"], sam[f"{main}.auc"], "pool models", s, **lab))
-        parts["R2c"].append(_paired(sgd["out_phi_var"], sam["out_phi_var"], "training points", s, relation="<", **lab))
+        parts["R1c"].append(paired(mid[0], mid[1], "training points", s, **lab))
+        parts["R2a"].append(paired(sgd[f"{main}.tpr"], sam[f"{main}.tpr"], "pool models", s, **lab))
+        parts["R2b"].append(paired(sgd[f"{main}.auc"], sam[f"{main}.auc"], "pool models", s, **lab))
+        parts["R2c"].append(paired(sgd["out_phi_var"], sam["out_phi_var"], "training points", s, relation="<", **lab))
         sections += _dataset_sections(ctx, ds, m, sam_name)
-    sections.append(_tradeoff(ctx, m, parts))
-    sections.append(_dp_section(ctx, m, parts))
+    sections.append(tradeoff_section(ctx, m, parts))
+    sections.append(dp_section(ctx, m, parts))
     results = [Result(claims[c], parts[c]) for c in claims]
     return results, sections
 
@@ -79,7 +56,7 @@ def _pool_table(ds: str, m: dict[str, dict[str, np.ndarray]], s: dict[str, Any])
         "test acc",
         "mem mean",
         "mid-range mem",
-        *[f"{a} AUC / TPR@1%" for a in ("lira_online", M.MAIN_ATTACK, "lira_offline", "loss", "confidence")],
+        *[f"{a} AUC / TPR@1%" for a in M.ATTACKS],
         "confound",
     ]
     rows = []
@@ -94,10 +71,7 @@ def _pool_table(ds: str, m: dict[str, dict[str, np.ndarray]], s: dict[str, Any])
                 fmt(float(x["model_test_acc"].mean())),
                 fmt(float(np.nanmean(x["mem"]))),
                 fmt(float(np.nanmean((x["mem"] >= 0.3) & (x["mem"] <= 0.9)))),
-                *[
-                    f"{fmt(float(x[f'{a}.pooled_auc']))} / {fmt(float(x[f'{a}.pooled_tpr']))}"
-                    for a in ("lira_online", M.MAIN_ATTACK, "lira_offline", "loss", "confidence")
-                ],
+                *[f"{fmt(float(x[f'{a}.pooled_auc']))} / {fmt(float(x[f'{a}.pooled_tpr']))}" for a in M.ATTACKS],
                 f"train acc {gap:.1%} below SGD" if gap > CONFOUND_GAP else "",
             ]
         )
@@ -215,8 +189,8 @@ def _r2_section(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_
     rhos = s["rhos"] if ds in s["sweep_on"] else [s["rho"]]
     sweep = ["sgd", *[f"sam-{r:g}" for r in rhos]]
     ticks = ["SGD", *[f"ρ={r:g}" for r in rhos]]
-    acc = [_ci(m[f"{ds}-{n}"]["model_test_acc"], s) for n in sweep]
-    tpr = [_ci(m[f"{ds}-{n}"][f"{main}.tpr"], s) for n in sweep]
+    acc = [ci(m[f"{ds}-{n}"]["model_test_acc"], s) for n in sweep]
+    tpr = [ci(m[f"{ds}-{n}"][f"{main}.tpr"], s) for n in sweep]
     r2.plot(
         plots.lines(
             range(len(sweep)),
@@ -241,123 +215,3 @@ def _r2_section(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_
         f"{ds}: every point of the ρ sweep (CI over models)",
     )
     return r2
-
-
-def _tradeoff(ctx: Context, m: dict[str, dict[str, np.ndarray]], parts: dict[str, list[Measurement]]) -> Section:
-    s, main = ctx.settings, M.MAIN_ATTACK
-    base = "mnist1d" if "mnist1d" in s["datasets"] else s["datasets"][0]
-    sgd = m[f"{base}-sgd"]
-    points = []
-    for name, x in m.items():
-        if not (name.startswith(base + "-") or name.startswith("dp-")):
-            continue
-        acc, acc_ci = _ci(x["model_test_acc"], s)
-        tpr, tpr_ci = _ci(x[f"{main}.tpr"], s)
-        note = ""
-        if name.startswith("dp-"):
-            eps = ctx.done[name]["summary"]["epsilon"]
-            note = f"(ε={eps:.2g}, lower bound {float(x[f'{main}.eps_lower']):.2g})"
-        points.append((name.removeprefix(base + "-"), acc, acc_ci, tpr, tpr_ci, note))
-    front = M.pareto([(p[0], p[1], p[3]) for p in points])
-    sec = Section("R2d: accuracy against privacy, all mitigations")
-    sec.plot(
-        plots.accuracy_vs_tpr(
-            points,
-            front,
-            ctx.plots / "accuracy_vs_tpr.png",
-            f"{base} pools and DP pools ({s['dp_samples']} MNIST-1D examples)",
-        ),
-        "Test accuracy against LiRA TPR@1%FPR (95 % CIs over models); Pareto front dashed",
-    )
-    sec.table(
-        ["pool", "test acc", "95 % CI", "TPR@1%FPR", "95 % CI", "note", "Pareto-optimal"],
-        [
-            [
-                p[0],
-                fmt(p[1]),
-                f"[{fmt(p[2][0])}, {fmt(p[2][1])}]",
-                fmt(p[3]),
-                f"[{fmt(p[4][0])}, {fmt(p[4][1])}]",
-                p[5],
-                "yes" if p[0] in front else "",
-            ]
-            for p in points
-        ],
-    )
-    sec.text(
-        f"Pareto-optimal: {', '.join(front)}. DP pools are trained on {s['dp_samples']} MNIST-1D examples "
-        f"(the others on {s['mnist1d_samples']}), so their differences from SGD are unpaired."
-    )
-    parts["R2d"].append(
-        _paired(
-            sgd[f"{main}.tpr"],
-            m[f"{base}-sharpreg"][f"{main}.tpr"],
-            "pool models",
-            s,
-            relation="<",
-            label="SharpReg − SGD TPR",
-        )
-    )
-    for name in [n for n in m if n.startswith("dp-")]:
-        parts["R2d"].append(
-            _unpaired(
-                sgd[f"{main}.tpr"], m[name][f"{main}.tpr"], "pool models", s, relation="<", label=f"{name} − SGD TPR"
-            )
-        )
-    return sec
-
-
-def _dp_section(ctx: Context, m: dict[str, dict[str, np.ndarray]], parts: dict[str, list[Measurement]]) -> Section:
-    s = ctx.settings
-    sec = Section("R2e: DP pools against every attack")
-    sec.text(
-        "AUC is the mean over target models (CI over models). The ε lower bound is the Clopper–Pearson audit "
-        "over all (model, example) pairs of the pool, a heuristic: trials within one model are not independent."
-    )
-    rows = []
-    for name in [n for n in m if n.startswith("dp-")]:
-        x, summ = m[name], ctx.done[name]["summary"]
-        eps = float(summ["epsilon"])
-        for attack in ("lira_online", "lira_online_fixed", "lira_offline", "loss", "confidence"):
-            value, lo, hi = mean_ci(x[f"{attack}.auc"], s["resamples"], s["seed"])
-            low_bound = float(x[f"{attack}.eps_lower"])
-            rows.append(
-                [
-                    name,
-                    attack,
-                    fmt(value),
-                    f"[{fmt(lo)}, {fmt(hi)}]",
-                    fmt(low_bound),
-                    fmt(eps),
-                    fmt(float(x["model_test_acc"].mean())),
-                ]
-            )
-            if eps <= 1.0 + 1e-9:
-                parts["R2e"].append(
-                    Measurement(
-                        value,
-                        lo,
-                        hi,
-                        len(x[f"{attack}.auc"]),
-                        "pool models",
-                        relation="within",
-                        threshold=(0.45, 0.55),
-                        label=f"{name} {attack} AUC",
-                    )
-                )
-            parts["R2e"].append(
-                Measurement(
-                    low_bound,
-                    low_bound,
-                    low_bound,
-                    1,
-                    "audit bound (heuristic)",
-                    relation="<=",
-                    threshold=eps,
-                    label=f"{name} {attack} ε_lower ≤ {eps:.3g}",
-                )
-            )
-    sec.table(
-        ["pool", "attack", "AUC", "95 % CI", "ε lower bound", "accountant ε (PLD, add/remove-one)", "test acc"], rows
-    )
-    return sec
