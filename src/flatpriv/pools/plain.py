@@ -112,7 +112,9 @@ def _train_plain(
                 idx = pos[:, j].clamp(min=0)
                 x, pipe = data.x_train[idx], pipelines[1]
                 y = torch.stack([data.y_train[idx], real.long()], dim=-1)
-            g, state = pool_grad(pipe.grad, vectorized, params, state, x, y)
+            # detached: under torch.func a gradient of parameters that require grad keeps its graph, and a state
+            # built from it (VaSSO's d) would hold every step's graph (a pool of 128 VaSSO models grew to 24 GB)
+            g, state = pool_grad(pipe.grad, vectorized, {n: v.detach() for n, v in params.items()}, state, x, y)
             if noisy:
                 draws = [standard_normal(template, gen) for gen in gens]
                 g = {n: v + std * torch.stack([d[n] for d in draws]) for n, v in g.items()}
