@@ -245,6 +245,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a validated Config; unknown keys, wrong types and out-of-range values raise FlatprivError."""
+    if not isinstance(data, dict):
+        raise FlatprivError(f"a config must be a table of settings, got {type(data).__name__}")
     return _build(Config, data, "")
 
 

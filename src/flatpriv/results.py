@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import secrets
 import subprocess
 import sys
 import time
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -72,15 +74,35 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise FlatprivError(f"missing {path}") from e
+    except UnicodeDecodeError as e:
+        raise FlatprivError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:
         raise FlatprivError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
 
 
 def save_array(run_dir: Path, name: str, arr: np.ndarray) -> None:
     _atomic_write(run_dir / "arrays" / f"{name}.npy", lambda f: np.save(f, arr), mode="wb")
+
+
+def load_array(path: Path) -> Any:
+    """``np.load`` without pickle (an object array could run code), a one-line error for a missing or corrupt file.
+
+    An ``.npz`` comes back as a plain dict with every member read, so a truncated archive fails here, not later.
+    """
+    try:
+        z = np.load(path, allow_pickle=False)
+        if isinstance(z, np.lib.npyio.NpzFile):
+            with z:
+                return {k: z[k] for k in z.files}
+        return z
+    except FileNotFoundError as e:
+        raise FlatprivError(f"missing {path}") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise FlatprivError(f"{path}: missing or corrupted ({first})") from e
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -92,6 +114,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_tensors(path: Path, device: Any = "cpu") -> Any:
+    """``torch.load`` a file from a run directory with ``weights_only=True``: tensors and plain containers only.
+
+    A run directory may come from someone else, and a full unpickle runs whatever code the file names, so
+    anything else (a pickled object, a truncated or foreign file) is refused with one line and never executed.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as e:
+        raise FlatprivError(f"missing {path}") from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise FlatprivError(f"{path}: refused, not a plain tensor file or corrupt ({first})") from e
 
 
 def _git_sha() -> str | None:

@@ -274,15 +274,19 @@ def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | Non
         raise FlatprivError(f"--resume {run_dir}: no {CHECKPOINT} (the run stopped before its first epoch ended)")
     cfg = config_from_dict(results.read_json(run_dir / "config.json"))
     s = prepare(cfg)
-    ckpt = torch.load(ckpt_path, map_location=s.data.x_train.device, weights_only=False)
-    s.model.load_state_dict(ckpt["model"])
-    s.optimizer.load_state_dict(ckpt["optimizer"])
-    if s.scheduler is not None:
-        s.scheduler.load_state_dict(ckpt["scheduler"])
-    gen = torch.Generator()
-    gen.set_state(ckpt["generator"])
-    if s.private is not None:
-        s.private.load_state_dict(ckpt["private"])
+    ckpt = results.load_tensors(ckpt_path, s.data.x_train.device)
+    try:
+        s.model.load_state_dict(ckpt["model"])
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+        if s.scheduler is not None:
+            s.scheduler.load_state_dict(ckpt["scheduler"])
+        gen = torch.Generator()
+        gen.set_state(ckpt["generator"].cpu())
+        if s.private is not None:
+            s.private.load_state_dict(ckpt["private"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise FlatprivError(f"{ckpt_path}: not a checkpoint of this run ({type(e).__name__}: {first})") from e
     metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= ckpt["epoch"]]
     results.write_jsonl(run_dir / "metrics.jsonl", metrics)
     out_summary = _loop(

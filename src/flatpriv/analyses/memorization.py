@@ -24,13 +24,10 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
         raise FlatprivError(f"{run_dir} is not a pool run directory (no pool.json): make one with `flatpriv pool`")
     if not (run_dir / "summary.json").is_file():
         raise FlatprivError(f"{run_dir}: the pool has not finished (resume it with `flatpriv pool --resume`)")
-    arrays = {}
-    for name in ("keep", "train_logits", "test_logits", "train_labels", "test_labels"):
-        path = run_dir / "arrays" / f"{name}.npy"
-        try:
-            arrays[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FlatprivError(f"{path}: missing or corrupted ({e})") from e
+    arrays = {
+        name: results.load_array(run_dir / "arrays" / f"{name}.npy")
+        for name in ("keep", "train_logits", "test_logits", "train_labels", "test_labels")
+    }
     arrays["train_logits"] = arrays["train_logits"].astype(np.float32)
     arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
     check_pool(
@@ -41,7 +38,7 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
         test_labels=arrays["test_labels"],
     )
     canaries = run_dir / "arrays" / "canaries.npy"
-    arrays["canaries"] = np.load(canaries) if canaries.exists() else None
+    arrays["canaries"] = results.load_array(canaries) if canaries.exists() else None
     arrays["config"] = results.read_json(run_dir / "config.json")
     arrays["run_dir"] = run_dir
     return arrays

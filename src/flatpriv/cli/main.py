@@ -7,7 +7,10 @@ one JSON object as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import json
+import pickle
 import sys
+import zipfile
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -214,15 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """What the user sees of an expected failure: one line, the file it concerns when there is one."""
+    if isinstance(e, FlatprivError):
+        text = str(e)
+    elif isinstance(e, OSError):  # unwritable or full --out, unreadable input, ...
+        where = f"{e.filename}: " if e.filename else ""
+        text = f"{where}{e.strerror or e}"
+    elif isinstance(e, UnicodeDecodeError):
+        text = f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
+    else:  # a corrupt file read by a library that did not say which
+        text = f"corrupt or foreign file ({type(e).__name__}: {e})"
+    return " ".join(text.split())
+
+
+# Failures that come from the input or the machine, not from a bug: one line and exit code 2 (--debug: traceback).
+_EXPECTED = (
+    FlatprivError,
+    OSError,
+    UnicodeDecodeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
     try:
         result = func(args)
-    except FlatprivError as e:
+    except _EXPECTED as e:
         if args.debug:
             raise
-        sys.stderr.write(f"flatpriv: error: {e}\n")
+        sys.stderr.write(f"flatpriv: error: {_one_line(e)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("flatpriv: interrupted; a training run can be continued with --resume RUN_DIR\n")

@@ -136,7 +136,7 @@ def _load_mnist1d(cfg: DataConfig) -> _Raw:
     d: dict[str, np.ndarray] | None = None
     if path.is_file():
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             d = None  # unreadable cache entry: regenerate and overwrite it

@@ -72,10 +72,10 @@ def _run_chunks(
 ) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
-    keep = np.load(run_dir / "arrays" / "keep.npy")
+    keep = results.load_array(run_dir / "arrays" / "keep.npy")
     canary_path = run_dir / "arrays" / "canaries.npy"
-    canaries = np.load(canary_path) if canary_path.exists() else None
-    canary_labels = np.load(run_dir / "arrays" / "canary_labels.npy") if canaries is not None else None
+    canaries = results.load_array(canary_path) if canary_path.exists() else None
+    canary_labels = results.load_array(run_dir / "arrays" / "canary_labels.npy") if canaries is not None else None
     if canaries is not None:
         data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
     k_total, chunk = pool["models"], pool["chunk_size"]
@@ -102,7 +102,7 @@ def _run_chunks(
             _save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
             if pool.get("stop_after_chunks") and done + 1 >= pool["stop_after_chunks"] and done + 1 < len(todo):
                 return {"run_dir": str(run_dir), "interrupted_after_chunk": c + 1}
-    parts = [np.load(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
+    parts = [results.load_array(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
     for key in ("train_logits", "test_logits"):
         results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
     results.save_array(run_dir, "train_labels", data.y_train.cpu().numpy())
@@ -114,7 +114,7 @@ def _run_chunks(
     private = {
         key: np.concatenate([np.atleast_1d(p[key]) for p in parts])
         for key in ("epsilon", "noise_multiplier", "sample_rate")
-        if key in parts[0].files
+        if key in parts[0]
     }
     results.write_jsonl(
         run_dir / "models.jsonl",

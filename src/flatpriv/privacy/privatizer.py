@@ -145,8 +145,8 @@ class PrivateRun:
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.privatizer.ledger = Ledger.from_dict(d["ledger"])
-        self.generator.set_state(d["noise"])
-        self.sampler.set_state(d["sampler"])
+        self.generator.set_state(d["noise"].cpu())  # a generator's state is a CPU byte tensor on any device
+        self.sampler.set_state(d["sampler"].cpu())
 
 
 def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.device) -> PrivateRun | None:
