@@ -4,6 +4,7 @@ foreign files give one line and exit code 2, and nothing is created under --out 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -125,3 +126,117 @@ def test_unwritable_out_gives_one_line(tmp_path, capsys):
     blocker.write_text("x")
     # --out below a regular file: the OS refuses to create it (the same path an unwritable or full disk takes)
     _one_line_refusal(*_cli(capsys, "train", *ARGV, "--out", str(blocker / "runs"))[::2], str(blocker))
+
+
+def _numeric_keys() -> list[tuple[str, type]]:
+    """Every int, float and float-pair setting of the config, read off the dataclasses themselves."""
+    import dataclasses
+    import typing
+
+    from flatpriv.config import Config
+
+    keys = []
+    for f in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[f.name]
+        if dataclasses.is_dataclass(cls):
+            for g, typ in typing.get_type_hints(cls).items():
+                if typ in (int, float) or typing.get_origin(typ) is tuple:
+                    keys.append((f"{f.name}.{g}", typ))
+        elif cls in (int, float):
+            keys.append((f.name, cls))
+    return keys
+
+
+# Settings for which 0 is meaningless (every numeric setting refuses a negative, except noise_seed's -1).
+ZERO_INVALID = {
+    "data.num_samples",
+    "data.num_classes",
+    "data.dim",
+    "data.typical_per_class",
+    "data.rare_size",
+    "data.test_per_class",
+    "data.separation",
+    "model.width",
+    "model.groups",
+    "optim.lr",
+    "sharpness.theta",
+    "privacy.delta",
+    "privacy.clip_norm",
+    "train.epochs",
+    "train.curvature_probes",
+    "train.batch_size",
+    "train.eval_batch_size",
+}
+
+
+def test_every_numeric_setting_refuses_nan_inf_and_invalid_values(tmp_path, capsys):
+    keys = _numeric_keys()
+    assert len(keys) > 35 and ("privacy.target_epsilon", float) in keys
+    out = tmp_path / "runs"
+    for key, typ in keys:
+        bad = ["nan", "inf", "-inf", "-2" if key == "privacy.noise_seed" else "-1"]
+        if key in ZERO_INVALID:
+            bad.append("0")
+        for v in bad:
+            value = f"[{v}, 0.999]" if typing_is_tuple(typ) else v
+            code, _, err = _cli(capsys, "train", *ARGV, "--set", f"{key}={value}", "--out", str(out))
+            assert code == 2 and err.count("\n") == 1 and key in err and "Traceback" not in err, (key, v, err)
+    assert not out.exists()
+
+
+def typing_is_tuple(typ: type) -> bool:
+    import typing
+
+    return typing.get_origin(typ) is tuple
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pool", "--models", "4", "--keep", "nan"],
+        ["pool", "--models", "4", "--memory-budget", "nan"],
+        ["pool", "--models", "4", "--memory-budget", "inf"],
+        ["curvature", "RUN", "--h=-inf"],
+        ["privacy", "epsilon", "--noise-multiplier", "nan", "--sample-rate", "0.1", "--steps", "10"],
+        ["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "inf", "--steps", "10"],
+        ["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "10", "--delta", "nan"],
+        ["privacy", "calibrate", "--target-epsilon", "inf", "--sample-rate", "0.1", "--steps", "10"],
+    ],
+)
+def test_float_options_refuse_non_finite_values(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        out = [] if argv[0] == "privacy" else ["--out", str(tmp_path / "o")]
+        main([tmp_path.as_posix() if a == "RUN" else a for a in argv] + out)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "finite" in err and not (tmp_path / "o").exists()
+
+
+def test_calibration_and_accounting_refuse_what_they_cannot_compute_at_once(tmp_path, capsys):
+    from flatpriv.errors import FlatprivError
+    from flatpriv.privacy.accounting import calibrate_noise, epsilon
+
+    for target in (math.inf, 1e9):  # both searched σ → 0 for ever
+        with pytest.raises(FlatprivError, match="target_epsilon"):
+            calibrate_noise(target, 0.05, 100, 1e-5)
+    with pytest.raises(FlatprivError, match="noise_multiplier"):
+        epsilon(1e300, 0.05, 100, 1e-5)  # overflowed inside dp-accounting
+    with pytest.raises(FlatprivError, match="rdp"):
+        epsilon(0.01, 0.05, 100, 1e-5, "pld")  # the PLD grid never finished
+    assert epsilon(0.01, 0.05, 100, 1e-5, "rdp") > 1e3  # RDP copes, and says how little such noise protects
+    code, _, err = _cli(
+        capsys, "privacy", "calibrate", "--target-epsilon", "1e9", "--sample-rate", "0.05", "--steps", "100"
+    )
+    _one_line_refusal(code, err, "target_epsilon")
+    out = tmp_path / "runs"
+    for extra in (
+        ["privacy.target_epsilon=1e9"],
+        ["privacy.noise_multiplier=0.01"],
+        ["privacy.noise_multiplier=1e300"],
+    ):
+        argv = [x for o in ["algorithm=dpsgd", *extra] for x in ("--set", o)]
+        _one_line_refusal(
+            *_cli(capsys, "train", *ARGV, *argv, "--out", str(out))[::2],
+            "noise_multiplier" if "noise" in extra[0] else "target_epsilon",
+        )
+    assert not out.exists()

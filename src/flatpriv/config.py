@@ -7,6 +7,7 @@ read back exactly. Validation happens once, here, so the rest of the code can tr
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,7 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "sharpness.asam_eta": _range(0),
     "sharpness.sharpreg_lambda": _range(0),
     "privacy.target_epsilon": _range(0),
-    "privacy.noise_multiplier": _range(0),
+    "privacy.noise_multiplier": _range(0, 1e6),  # above 1e6 the accountant overflows
     "privacy.delta": _range(0, 1, lo_open=True, hi_open=True),
     "privacy.clip_norm": _range(0, lo_open=True),
     "privacy.sample_rate": _range(0, 1),
@@ -213,6 +214,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every range check, and ±inf makes no setting meaningful
+                raise FlatprivError(f"{key} = {value!r}: must be a finite number")
             return float(value)
     elif typ is str:
         if isinstance(value, str):

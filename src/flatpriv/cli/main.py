@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pickle
 import sys
 import zipfile
@@ -25,6 +26,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         sys.stderr.write(f"flatpriv: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(EXIT_USAGE)
+
+
+def finite(text: str) -> float:
+    """argparse type for every float option: NaN and ±inf pass any later ``<``/``>`` check, so refuse them here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -94,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_args(p)
     p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
-    p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
+    p.add_argument("--keep", type=finite, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
     p.add_argument(
         "--keep-mode",
         choices=["exact", "bernoulli"],
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--memory-budget",
-        type=float,
+        type=finite,
         metavar="GIB",
         help="memory for one chunk, in GiB (default: half the device's free memory); chunks are sized "
         "from an estimate of each model's weights, optimizer state, activations and logits",
@@ -182,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["norm", "squared", "trace"], default="norm")
     p.add_argument("--method", choices=["finite_difference", "hvp"], default="finite_difference")
     p.add_argument("--probes", type=int, default=10, help="Rademacher probes per example (10)")
-    p.add_argument("--h", type=float, default=1e-3, help="finite-difference step (1e-3)")
+    p.add_argument("--h", type=finite, default=1e-3, help="finite-difference step (1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_curvature)
@@ -196,12 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         q = psub.add_parser(what, help=helptext, description=helptext + "; add/remove-one neighbours.")
         if what == "epsilon":
-            q.add_argument("--noise-multiplier", type=float, required=True, metavar="S", help="sigma")
+            q.add_argument("--noise-multiplier", type=finite, required=True, metavar="S", help="sigma")
         else:
-            q.add_argument("--target-epsilon", type=float, required=True, metavar="E")
-        q.add_argument("--sample-rate", type=float, required=True, metavar="Q", help="Poisson rate q = batch/N")
+            q.add_argument("--target-epsilon", type=finite, required=True, metavar="E")
+        q.add_argument("--sample-rate", type=finite, required=True, metavar="Q", help="Poisson rate q = batch/N")
         q.add_argument("--steps", type=int, required=True, metavar="T")
-        q.add_argument("--delta", type=float, default=1e-5, metavar="D", help="default 1e-5")
+        q.add_argument("--delta", type=finite, default=1e-5, metavar="D", help="default 1e-5")
         q.add_argument("--accountant", choices=["pld", "rdp"], default="pld", help="default pld (tight)")
         q.add_argument("--releases-per-step", type=int, default=1, metavar="R", help="2 for DP-SAM (default 1)")
         _common(q)

@@ -20,7 +20,14 @@ import torch
 from ..config import Config
 from ..errors import FlatprivError
 from ..tree import Tree
-from .accounting import NEIGHBOURING, Ledger, accountant_description, calibrate_noise, epsilon_from_ledger
+from .accounting import (
+    NEIGHBOURING,
+    Ledger,
+    accountant_description,
+    calibrate_noise,
+    check_accountable,
+    epsilon_from_ledger,
+)
 from .sampling import make_generator, standard_normal
 
 Kind = Literal["plain", "noisy", "dp"]
@@ -191,6 +198,8 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
             p.accountant,
             releases_per_step=algorithm.releases,
         )
+    if private:
+        check_accountable(sigma, p.accountant)  # before any directory exists, not at the first epoch's ε
     if private and p.delta >= 1.0 / n:
         warnings.warn(
             f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows leaking an example", stacklevel=2
