@@ -41,7 +41,7 @@ def _one_line_refusal(code: int, err: str, fragment: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A run stopped after its first epoch (resumable), a finished run, and a finished pool with its weights."""
+    """A run stopped after its first epoch (resumable), the same run finished, and a finished pool with weights."""
     from flatpriv.config_io import resolve
     from flatpriv.pools import train_pool
     from flatpriv.train import train
@@ -50,7 +50,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cfg, _ = resolve(overrides=TINY)
     part = Path(train(cfg, out=root, quiet=True, stop_after_epoch=1)["run_dir"])
     done = Path(train(cfg, out=root, quiet=True)["run_dir"])
-    pool = Path(train_pool(cfg, 5, out=root, quiet=True, save_weights=True)["run_dir"])
+    one_epoch, _ = resolve(overrides=TINY + ["train.epochs=1"])
+    pool = Path(train_pool(one_epoch, 5, out=root, quiet=True, save_weights=True)["run_dir"])
     return {"part": part, "done": done, "pool": pool}
 
 
@@ -240,3 +241,182 @@ def test_calibration_and_accounting_refuse_what_they_cannot_compute_at_once(tmp_
             "noise_multiplier" if "noise" in extra[0] else "target_epsilon",
         )
     assert not out.exists()
+
+
+def _strict_json(path: Path) -> object:
+    """Parse as a strict parser would: the bare words NaN and Infinity are not JSON."""
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"{path}: non-standard JSON constant {word}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_json_files_never_hold_nan_or_infinity(tmp_path):
+    from flatpriv import results
+
+    obj = {"a": float("nan"), "b": [np.inf, 1.5], "c": np.float32("nan"), "d": np.array([-np.inf, 2.0])}
+    results.write_json(tmp_path / "x.json", obj)
+    results.append_jsonl(tmp_path / "x.jsonl", obj)
+    expected = {"a": None, "b": [None, 1.5], "c": None, "d": [None, 2.0]}
+    assert _strict_json(tmp_path / "x.json") == expected
+    assert json.loads((tmp_path / "x.jsonl").read_text(), parse_constant=float) == expected
+    assert json.loads(results.dumps(obj)) == expected
+
+
+def test_a_diverging_run_stops_with_one_line_and_stays_resumable(runs, tmp_path, capsys, monkeypatch):
+    import flatpriv.train as train_module
+    from flatpriv.config_io import resolve
+
+    out = tmp_path / "runs"
+    code, _, err = _cli(capsys, "train", *ARGV, "--set", "optim.lr=1e6", "--out", str(out))
+    _one_line_refusal(code, err, "diverged")
+    assert "epoch 1, step " in err
+    (run,) = out.iterdir()
+    assert not (run / "summary.json").exists() and not (run / "metrics.jsonl").exists()
+    for f in run.glob("*.json"):
+        _strict_json(f)
+
+    # A NaN loss in epoch 2, step 3 of 22: the run stops there and keeps epoch 1, and resuming finishes it exactly.
+    cfg, _ = resolve(overrides=TINY)
+    full = json.loads((runs["done"] / "summary.json").read_text())
+    real, calls = train_module.take_step, []
+
+    def poisoned(*args):
+        state, loss = real(*args)
+        calls.append(1)
+        return state, loss * float("nan") if len(calls) == 22 + 3 else loss
+
+    monkeypatch.setattr(train_module, "take_step", poisoned)
+    with pytest.raises(Exception, match="non-finite loss at epoch 2, step 25") as e:
+        train_module.train(cfg, out=tmp_path / "part", quiet=True)
+    assert type(e.value).__name__ == "FlatprivError"
+    monkeypatch.setattr(train_module, "take_step", real)
+    (part,) = (tmp_path / "part").iterdir()
+    assert [json.loads(x)["epoch"] for x in (part / "metrics.jsonl").read_text().splitlines()] == [1]
+    done = train_module.resume(part, quiet=True)
+    assert done["test_accuracy"] == full["test_accuracy"] and done["steps"] == full["steps"]
+
+
+def test_a_diverging_pool_says_so_and_pool_logits_are_float32(runs, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code, _, err = _cli(capsys, "pool", *ARGV, "--set", "optim.lr=1e6", "--models", "4", "--out", str(out))
+    _one_line_refusal(code, err, "diverged")
+    assert not list(out.glob("*/chunks/*.npz"))
+    pool = _copy(runs["pool"], tmp_path / "pool")
+    logits = np.load(pool / "arrays" / "train_logits.npy")
+    assert logits.dtype == np.float32
+    np.save(pool / "arrays" / "train_logits.npy", logits * 1e5)  # finite, but beyond float16's 65504
+    code, _, err = _cli(capsys, "memorization", str(pool), "--out", str(tmp_path / "m"))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("privacy.target_epsilon", 0.5),
+        ("train.epochs", 5),
+        ("train.batch_size", 32),
+        ("algorithm", "dpsgd"),
+        ("privacy.accountant", "rdp"),
+    ],
+)
+def test_resume_refuses_an_edited_config_naming_the_key(runs, tmp_path, capsys, key, value):
+    part = _copy(runs["part"], tmp_path / "part")
+    cfg = json.loads((part / "config.json").read_text())
+    section, _, name = key.rpartition(".")
+    (cfg[section] if section else cfg)[name] = value
+    (part / "config.json").write_text(json.dumps(cfg))
+    before = (part / "metrics.jsonl").read_text()
+    _one_line_refusal(*_cli(capsys, "train", "--resume", str(part))[::2], key)
+    assert (part / "metrics.jsonl").read_text() == before
+
+
+def test_resume_is_never_stuck_and_a_second_writer_is_refused(runs, tmp_path, capsys, monkeypatch):
+    import flatpriv.train as train_module
+    from flatpriv import results
+
+    part = _copy(runs["part"], tmp_path / "part")
+    with results.locked(part):  # another process resuming the same run
+        _one_line_refusal(*_cli(capsys, "train", "--resume", str(part))[::2], "in use")
+    with open(part / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "step": 44, "tes')  # killed in the middle of an append
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_finish", killed)  # ... and killed again during the final writes
+    with pytest.raises(KeyboardInterrupt):
+        train_module.resume(part, quiet=True)
+    monkeypatch.undo()
+    assert not (part / "summary.json").exists() and (part / "checkpoint.pt").exists()
+    done = train_module.resume(part, quiet=True)
+    full = json.loads((runs["done"] / "summary.json").read_text())
+    assert (done["test_accuracy"], done["steps"]) == (full["test_accuracy"], full["steps"])
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 2
+    for a, b in zip(torch.load(part / "model.pt").values(), torch.load(runs["done"] / "model.pt").values()):
+        assert torch.equal(a, b)
+
+
+def test_pool_resume_retrains_a_truncated_chunk_and_refuses_edits(runs, tmp_path, capsys):
+    from flatpriv import results
+
+    pool = _copy(runs["pool"], tmp_path / "pool")
+    (pool / "summary.json").unlink()
+    (chunk,) = (pool / "chunks").glob("*.npz")
+    chunk.write_bytes(chunk.read_bytes()[:1000])
+    _one_line_refusal(*_cli(capsys, "pool", "--resume", str(pool), "--set", "optim.lr=1")[::2], "--set")
+    with results.locked(pool):
+        _one_line_refusal(*_cli(capsys, "pool", "--resume", str(pool))[::2], "in use")
+    cfg = json.loads((pool / "config.json").read_text())
+    (pool / "config.json").write_text(json.dumps({**cfg, "seed": 3}))
+    _one_line_refusal(*_cli(capsys, "pool", "--resume", str(pool))[::2], "config.json was changed")
+    (pool / "config.json").write_text(json.dumps(cfg))
+    code, _, err = _cli(capsys, "pool", "--resume", str(pool), "--quiet")
+    assert code == 0 and "training that chunk again" in err
+    for name in ("train_logits", "test_logits"):
+        a, b = np.load(pool / "arrays" / f"{name}.npy"), np.load(runs["pool"] / "arrays" / f"{name}.npy")
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_weak_or_odd_privacy_settings_are_refused_or_said(tmp_path, capsys):
+    from flatpriv.config_io import resolve
+    from flatpriv.privacy.privatizer import setup_privacy
+    from flatpriv.step import get_algorithm
+
+    out = tmp_path / "runs"
+    dp = ["--set", "algorithm=dpsgd", "--set", "privacy.noise_multiplier=1"]
+    for extra, fragment in (
+        (["--set", "privacy.delta=0.01"], "allow_large_delta"),  # 1/N = 1/1347
+        (["--set", "privacy.sample_rate=1e-6"], "expected batch"),
+        (["--preset", "../../../etc/passwd"], "no preset named"),
+    ):
+        _one_line_refusal(*_cli(capsys, "train", *ARGV, *dp, *extra, "--out", str(out))[::2], fragment)
+    assert not out.exists()
+    cfg, _ = resolve(overrides=TINY + ["algorithm=dpsgd", "privacy.noise_multiplier=1", "privacy.delta=0.01"])
+    with pytest.raises(Exception, match="allow_large_delta"):
+        setup_privacy(cfg, get_algorithm("dpsgd"), 1347, torch.device("cpu"))
+    cfg, _ = resolve(
+        overrides=TINY
+        + ["algorithm=dpsgd", "privacy.noise_multiplier=1", "privacy.delta=0.01"]
+        + ["privacy.allow_large_delta=true"]
+    )
+    assert setup_privacy(cfg, get_algorithm("dpsgd"), 1347, torch.device("cpu")).delta == 0.01
+    code, stdout, err = _cli(capsys, "train", *ARGV, *dp, "--out", str(out), "--quiet")
+    assert code == 0, err
+    summary = json.loads(next(out.iterdir()).joinpath("summary.json").read_text())
+    assert f"epsilon = {summary['epsilon']:.4f} at delta = 1e-05; PLD accountant" in stdout
+
+
+def test_attack_minimum_pool_size_is_one_number_checked_before_work(runs, tmp_path, capsys):
+    from flatpriv.analyses.attack import MIN_MODELS
+
+    small = _copy(runs["pool"], tmp_path / "small")
+    for name in ("keep", "train_logits", "test_logits"):
+        a = np.load(small / "arrays" / f"{name}.npy")
+        np.save(small / "arrays" / f"{name}.npy", a[: MIN_MODELS - 1])
+    code, _, err = _cli(capsys, "attack", str(small), "--bootstrap", "5", "--out", str(tmp_path / "a"))
+    _one_line_refusal(code, err, f"at least {MIN_MODELS} models")
+    assert not (tmp_path / "a").exists()
+    code, _, err = _cli(capsys, "attack", str(runs["pool"]), "--bootstrap", "5", "--out", str(tmp_path / "a"))
+    assert code == 0 and MIN_MODELS == 5, err

@@ -96,6 +96,7 @@ class PrivacyConfig:
     noise_seed: int = -1  # -1: noise and sampling seeded from OS entropy; >= 0: reproducible (research only)
     clip_method: str = "auto"  # auto | ghost | vmap
     physical_batch_size: int = 0  # largest micro-batch evaluated at once (0: the whole logical batch)
+    allow_large_delta: bool = False  # true: accept δ ≥ 1/N (such a δ permits publishing an example outright)
 
 
 @dataclass(frozen=True)

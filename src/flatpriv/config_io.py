@@ -37,8 +37,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def preset_dict(name: str) -> dict[str, Any]:
+    """A preset by name. Names only: ``--preset ../../x`` would otherwise read any TOML file on the machine."""
     path = PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
+    if name not in preset_names() or not path.is_file():
         raise FlatprivError(f"no preset named '{name}' (see `flatpriv presets`: {', '.join(preset_names())})")
     return _read_toml(path)
 

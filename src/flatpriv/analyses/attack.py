@@ -24,6 +24,10 @@ from ..errors import FlatprivError
 from ..privacy.audit import epsilon_lower_bound
 from .memorization import load_pool
 
+# The smallest pool the attacks accept: every model is a target once, and its shadows must hold each example both
+# IN and OUT for LiRA's per-example fits (checked by load_pool's estimator checks at 4, and needed here at 5).
+MIN_MODELS = 5
+
 ATTACKS = (
     "loss",
     "loss_per_class",
@@ -62,12 +66,19 @@ def _pool_scores(pool: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray
 def run_attack(
     run_dirs: list[str | Path], out: str | Path = "runs", n_boot: int = 200, seed: int = 0
 ) -> dict[str, Any]:
+    if n_boot < 0:
+        raise FlatprivError(f"--bootstrap {n_boot}: must be >= 0")
     pools = [load_pool(d) for d in run_dirs]
     if any(not np.array_equal(p["train_labels"], pools[0]["train_labels"]) for p in pools[1:]):
         raise FlatprivError("the pools were trained on different data sets; compare pools of the same data")
     for p in pools:
-        if p["keep"].shape[0] < 3:
-            raise FlatprivError(f"{p['run_dir']}: LiRA needs at least 3 models (a target and 2 shadows)")
+        if p["keep"].shape[0] < MIN_MODELS:
+            raise FlatprivError(
+                f"{p['run_dir']}: the attacks need at least {MIN_MODELS} models (each in turn the target, the "
+                f"others its shadows), this pool has {p['keep'].shape[0]}"
+            )
+    # Every score before the directory exists: an estimator's refusal then leaves nothing half-written.
+    all_scores = [_pool_scores(p) for p in pools]
     out_dir = results.new_run_dir(out, "attack", Path(run_dirs[0]).name)
     results.write_json(
         out_dir / "config.json",
@@ -82,7 +93,7 @@ def run_attack(
     for i, p in enumerate(pools):
         label = f"{i}:{p['config']['algorithm']}"
         summary = results.read_json(p["run_dir"] / "summary.json")
-        for attack, (scores, members) in _pool_scores(p).items():
+        for attack, (scores, members) in all_scores[i].items():
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
             delta = summary.get("delta") or 0.0
             audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)

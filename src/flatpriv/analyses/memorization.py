@@ -66,6 +66,13 @@ def run_memorization(
     mem = memorization(pool["keep"], corr)
     infl = influence(pool["keep"], corr_test)
     entropy = influence_entropy(infl, pool["train_labels"], pool["test_labels"])
+    compared: dict[str, Any] = {}
+    if other is not None:  # computed before the directory exists, so a refused bucket count leaves nothing behind
+        compared["mem"] = memorization(other["keep"], correctness(other["train_logits"], other["train_labels"], kind))
+        compared["buckets"] = entropy_buckets(entropy, n_buckets)
+        correct_a = correctness(pool["test_logits"], pool["test_labels"], "correct")
+        correct_b = correctness(other["test_logits"], other["test_labels"], "correct")
+        compared["table"] = bucket_comparison(compared["buckets"], correct_a, correct_b, seed=seed, entropy=entropy)
     out_dir = results.new_run_dir(out, "memorization", Path(run_dir).name)
     results.write_json(
         out_dir / "config.json",
@@ -101,14 +108,10 @@ def run_memorization(
         "run_dir": str(out_dir),
     }
     if other is not None:
-        mem_b = memorization(other["keep"], correctness(other["train_logits"], other["train_labels"], kind))
-        results.save_array(out_dir, "memorization_compare", mem_b.score)
-        hists[f"{other['config']['algorithm']} (compare)"] = mem_b.score
-        buckets = entropy_buckets(entropy, n_buckets)
-        results.save_array(out_dir, "entropy_bucket", buckets)
-        correct_a = correctness(pool["test_logits"], pool["test_labels"], "correct")
-        correct_b = correctness(other["test_logits"], other["test_labels"], "correct")
-        summary["buckets"] = bucket_comparison(buckets, correct_a, correct_b, seed=seed, entropy=entropy)
+        results.save_array(out_dir, "memorization_compare", compared["mem"].score)
+        hists[f"{other['config']['algorithm']} (compare)"] = compared["mem"].score
+        results.save_array(out_dir, "entropy_bucket", compared["buckets"])
+        summary["buckets"] = compared["table"]
         summary["compare"] = str(compare)
     plots.histogram(
         hists,

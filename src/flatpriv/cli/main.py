@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep of it, or with --keep-mode bernoulli each example independently with probability "
         "--keep (subset sizes, step counts and schedules then differ per model, as in separate "
         "runs). Any algorithm, Noisy-SGD and the DP ones included. Writes arrays/keep.npy [K, N], "
-        "per-model train/test logits (float16), models.jsonl and summary.json; finished chunks "
+        "per-model train/test logits (float32), models.jsonl and summary.json; finished chunks "
         "survive a kill (--resume). DP and Noisy-SGD pools give every model its own noise (noise "
         "seed noise_seed + 2k; DP: its own Poisson batches too) and DP pools report the epsilon each "
         "model has (models.jsonl has each model's own).",

@@ -188,6 +188,16 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
             f"sample rate q = {q:.4g} is outside (0, 1]: lower train.batch_size or set privacy.sample_rate"
         )
     steps_per_epoch = max(1, round(1 / q)) if private else -(-n // cfg.train.batch_size)
+    if private and q * n < 1:
+        raise FlatprivError(
+            f"sample rate q = {q:.3g} gives an expected batch of {q * n:.3g} examples and {steps_per_epoch} steps "
+            "per epoch: raise privacy.sample_rate or train.batch_size"
+        )
+    if private and p.delta >= 1.0 / n and not p.allow_large_delta:
+        raise FlatprivError(
+            f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows publishing an example outright "
+            "(δ = 0.999 reports ε = 0); lower it, or set privacy.allow_large_delta = true to accept it"
+        )
     sigma = p.noise_multiplier
     if private and p.target_epsilon > 0:
         sigma = calibrate_noise(
@@ -200,10 +210,6 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
         )
     if private:
         check_accountable(sigma, p.accountant)  # before any directory exists, not at the first epoch's ε
-    if private and p.delta >= 1.0 / n:
-        warnings.warn(
-            f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows leaking an example", stacklevel=2
-        )
     if p.noise_seed >= 0:
         warnings.warn(
             "privacy.noise_seed is fixed: seeded noise and sampling are for reproducible research "
