@@ -7,6 +7,7 @@ read back exactly. Validation happens once, here, so the rest of the code can tr
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,7 @@ class PrivacyConfig:
     noise_seed: int = -1  # -1: noise and sampling seeded from OS entropy; >= 0: reproducible (research only)
     clip_method: str = "auto"  # auto | ghost | vmap
     physical_batch_size: int = 0  # largest micro-batch evaluated at once (0: the whole logical batch)
+    allow_large_delta: bool = False  # true: accept δ ≥ 1/N (such a δ permits publishing an example outright)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "sharpness.asam_eta": _range(0),
     "sharpness.sharpreg_lambda": _range(0),
     "privacy.target_epsilon": _range(0),
-    "privacy.noise_multiplier": _range(0),
+    "privacy.noise_multiplier": _range(0, 1e6),  # above 1e6 the accountant overflows
     "privacy.delta": _range(0, 1, lo_open=True, hi_open=True),
     "privacy.clip_norm": _range(0, lo_open=True),
     "privacy.sample_rate": _range(0, 1),
@@ -213,6 +215,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every range check, and ±inf makes no setting meaningful
+                raise FlatprivError(f"{key} = {value!r}: must be a finite number")
             return float(value)
     elif typ is str:
         if isinstance(value, str):
@@ -245,6 +249,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a validated Config; unknown keys, wrong types and out-of-range values raise FlatprivError."""
+    if not isinstance(data, dict):
+        raise FlatprivError(f"a config must be a table of settings, got {type(data).__name__}")
     return _build(Config, data, "")
 
 

@@ -30,13 +30,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise FlatprivError(f"cannot read config file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise FlatprivError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     except tomllib.TOMLDecodeError as e:
         raise FlatprivError(f"{path} is not valid TOML: {e}") from e
 
 
 def preset_dict(name: str) -> dict[str, Any]:
+    """A preset by name. Names only: ``--preset ../../x`` would otherwise read any TOML file on the machine."""
     path = PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
+    if name not in preset_names() or not path.is_file():
         raise FlatprivError(f"no preset named '{name}' (see `flatpriv presets`: {', '.join(preset_names())})")
     return _read_toml(path)
 

@@ -8,6 +8,9 @@ import numpy as np
 
 
 def _plt():
+    from .data.datasets import quiet_matplotlib_cache
+
+    quiet_matplotlib_cache()
     import matplotlib
 
     matplotlib.use("Agg")

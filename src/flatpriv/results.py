@@ -6,13 +6,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import pickle
 import platform
 import secrets
 import subprocess
 import sys
 import time
+import zipfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,11 @@ from typing import Any
 import numpy as np
 
 from .errors import FlatprivError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 RUN_MARKER = "config.json"
 
@@ -43,6 +53,34 @@ def new_run_dir(out: str | Path, command: str, name: str) -> Path:
     return path
 
 
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold an OS lock on ``run_dir`` (``flock`` on its .lock file) for the length of a run: two processes
+    resuming one run would append to one metrics.jsonl and replace each other's checkpoint. The OS drops the lock
+    when the process ends, however it ends, so a killed run never leaves a stale lock behind."""
+    if fcntl is None:  # pragma: no cover - no flock (Windows): runs are not protected from a second writer
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise FlatprivError(f"{run_dir} is in use by {holder}: one run directory has one writer") from e
+        f.seek(0)
+        f.truncate()
+        f.write(f"flatpriv process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, mode) as f:
@@ -51,30 +89,47 @@ def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
 
 
 def _plain(obj: Any) -> Any:
-    """``json`` fallback for numpy scalars and arrays, so callers can write what the estimators return."""
+    """Numpy scalars and arrays as Python values, and NaN/±inf as null: ``json`` would write the bare words
+    ``NaN``/``Infinity``, which strict parsers reject. A value that is undefined (the memorization of an example
+    never left out, a correlation over constant scores) is null in every file flatpriv writes."""
     if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+        return _plain(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    # allow_nan=False: a non-finite number that escaped _plain is a bug to hear about, not a file to write
+    return json.dumps(_plain(obj), indent=indent, allow_nan=False)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_plain) + "\n"))
+    text = _dumps(obj, indent=2) + "\n"
+    _atomic_write(path, lambda f: f.write(text))
 
 
 def dumps(obj: Any) -> str:
-    """One-line JSON (what ``--json`` prints), numpy values included."""
-    return json.dumps(obj, default=_plain)
+    """One-line JSON (what ``--json`` prints), numpy values included, NaN/±inf as null."""
+    return _dumps(obj)
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    _atomic_write(path, lambda f: f.write("".join(json.dumps(r, default=_plain) + "\n" for r in records)))
+    text = "".join(_dumps(r) + "\n" for r in records)
+    _atomic_write(path, lambda f: f.write(text))
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise FlatprivError(f"missing {path}") from e
+    except UnicodeDecodeError as e:
+        raise FlatprivError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:
         raise FlatprivError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
 
@@ -83,23 +138,77 @@ def save_array(run_dir: Path, name: str, arr: np.ndarray) -> None:
     _atomic_write(run_dir / "arrays" / f"{name}.npy", lambda f: np.save(f, arr), mode="wb")
 
 
+def load_array(path: Path) -> Any:
+    """``np.load`` without pickle (an object array could run code), a one-line error for a missing or corrupt file.
+
+    An ``.npz`` comes back as a plain dict with every member read, so a truncated archive fails here, not later.
+    """
+    try:
+        z = np.load(path, allow_pickle=False)
+        if isinstance(z, np.lib.npyio.NpzFile):
+            with z:
+                return {k: z[k] for k in z.files}
+        return z
+    except FileNotFoundError as e:
+        raise FlatprivError(f"missing {path}") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise FlatprivError(f"{path}: missing or corrupted ({first})") from e
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    line = _dumps(record) + "\n"
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """An append-only log, whose last line may be cut short by a kill mid-append: that line is dropped (the
+    record it began was never complete); a bad line anywhere else is a corrupt file."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise FlatprivError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise FlatprivError(f"{path}: line {i + 1} is not valid JSON ({e.msg})") from e
+    if not all(isinstance(r, dict) for r in records):
+        raise FlatprivError(f"{path}: every line must be a JSON object")
+    return records
+
+
+def load_tensors(path: Path, device: Any = "cpu") -> Any:
+    """``torch.load`` a file from a run directory with ``weights_only=True``: tensors and plain containers only.
+
+    A run directory may come from someone else, and a full unpickle runs whatever code the file names, so
+    anything else (a pickled object, a truncated or foreign file) is refused with one line and never executed.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as e:
+        raise FlatprivError(f"missing {path}") from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise FlatprivError(f"{path}: refused, not a plain tensor file or corrupt ({first})") from e
 
 
 def _git_sha() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        # --no-optional-locks: a plain `git status` refreshes and rewrites the index under .git/index.lock, which
+        # collides with the user's own git commands in the flatpriv checkout; this one only reads.
         dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "--no-optional-locks", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=5,

@@ -9,7 +9,6 @@ batch-order generator.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import results
+from . import checkpoint, results
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
 from .errors import FlatprivError
@@ -30,7 +29,7 @@ from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
 from .privacy.sampling import poisson_indices
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = checkpoint.CHECKPOINT
 
 
 @dataclass
@@ -86,21 +85,17 @@ def _eval(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 
 def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch.Generator, elapsed: float) -> None:
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save(
-        {
-            "epoch": epoch,
-            "model": s.model.state_dict(),
-            "optimizer": s.optimizer.state_dict(),
-            "scheduler": s.scheduler.state_dict() if s.scheduler else None,
-            "pipeline_state": state,
-            "generator": gen.get_state(),
-            "elapsed": elapsed,
-            "private": s.private.state_dict() if s.private else None,
-        },
-        tmp,
-    )
-    os.replace(tmp, run_dir / CHECKPOINT)
+    content = {
+        "epoch": epoch,
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict() if s.scheduler else None,
+        "pipeline_state": state,
+        "generator": gen.get_state(),
+        "elapsed": elapsed,
+        "private": s.private.state_dict() if s.private else None,
+    }
+    checkpoint.save(run_dir, content, config_to_dict(s.cfg))
 
 
 def _loop(
@@ -112,13 +107,15 @@ def _loop(
     elapsed: float,
     quiet: bool,
     stop_after_epoch: int | None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Epochs ``start_epoch`` .. the last; ``record`` is the last finished epoch's metrics (resume)."""
     cfg, data = s.cfg, s.data
     params = dict(s.model.named_parameters())
     n = len(data.y_train)
     bs = cfg.train.batch_size
     t0 = time.perf_counter() - elapsed
-    record: dict[str, Any] = {}
+    record = dict(record or {})
     bar = tqdm(
         range(start_epoch, cfg.train.epochs),
         desc=f"train {cfg.algorithm}",
@@ -130,11 +127,14 @@ def _loop(
     )
     for epoch in bar:
         loss_sum = torch.zeros((), device=data.x_train.device)
+        losses = []
         for idx in _batches(s, gen, n, bs):
             state, loss = take_step(s.pipeline, params, state, s.optimizer, data.x_train[idx], data.y_train[idx])
             if s.scheduler is not None:
                 s.scheduler.step()
             loss_sum += loss * len(idx)
+            losses.append(loss.detach())
+        checkpoint.check_finite(losses, params, epoch, s.steps_per_epoch, run_dir)
         train_loss, train_acc = _eval(predict(s.model, data.x_train, cfg.train.eval_batch_size), data.y_train)
         test_loss, test_acc = _eval(predict(s.model, data.x_test, cfg.train.eval_batch_size), data.y_test)
         record = {
@@ -252,12 +252,12 @@ def train(
     """
     s = prepare(cfg, subset)
     run_dir = results.new_run_dir(out, "train", name)
-    results.write_json(run_dir / "config.json", config_to_dict(cfg))
-    results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    out_summary = _loop(
-        s, run_dir, 0, s.pipeline.init(dict(s.model.named_parameters())), gen, 0.0, quiet, stop_after_epoch
-    )
+    with results.locked(run_dir):
+        results.write_json(run_dir / "config.json", config_to_dict(cfg))
+        results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        state = s.pipeline.init(dict(s.model.named_parameters()))
+        out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet, stop_after_epoch)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary
 
@@ -267,26 +267,39 @@ def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | Non
     run_dir = Path(run_dir)
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"--resume {run_dir}: not a run directory (no config.json)")
+    with results.locked(run_dir):  # the checks below too: another writer may be finishing the run right now
+        return _resume(run_dir, quiet, stop_after_epoch)
+
+
+def _resume(run_dir: Path, quiet: bool, stop_after_epoch: int | None) -> dict[str, Any]:
     if (run_dir / "summary.json").exists():
         raise FlatprivError(f"--resume {run_dir}: this run already finished (summary.json exists)")
     ckpt_path = run_dir / CHECKPOINT
     if not ckpt_path.exists():
         raise FlatprivError(f"--resume {run_dir}: no {CHECKPOINT} (the run stopped before its first epoch ended)")
-    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
-    s = prepare(cfg)
-    ckpt = torch.load(ckpt_path, map_location=s.data.x_train.device, weights_only=False)
-    s.model.load_state_dict(ckpt["model"])
-    s.optimizer.load_state_dict(ckpt["optimizer"])
-    if s.scheduler is not None:
-        s.scheduler.load_state_dict(ckpt["scheduler"])
-    gen = torch.Generator()
-    gen.set_state(ckpt["generator"])
-    if s.private is not None:
-        s.private.load_state_dict(ckpt["private"])
-    metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] <= ckpt["epoch"]]
+    cfg_dict = results.read_json(run_dir / "config.json")
+    ckpt = checkpoint.load(run_dir, cfg_dict)  # before prepare: an edited config is refused, never built
+    s = prepare(config_from_dict(cfg_dict))
+    device = s.data.x_train.device
+    try:
+        s.model.load_state_dict(ckpt["model"])
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+        if s.scheduler is not None:
+            s.scheduler.load_state_dict(ckpt["scheduler"])
+        gen = torch.Generator()
+        gen.set_state(ckpt["generator"])
+        if s.private is not None:
+            s.private.load_state_dict(ckpt["private"])
+        epoch, elapsed = int(ckpt["epoch"]), float(ckpt["elapsed"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise FlatprivError(f"{ckpt_path}: not a checkpoint of this run ({type(e).__name__}: {first})") from e
+    metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m.get("epoch", 0) <= epoch]
+    if len(metrics) != epoch:
+        raise FlatprivError(f"--resume {run_dir}: metrics.jsonl has {len(metrics)} of the {epoch} checkpointed epochs")
     results.write_jsonl(run_dir / "metrics.jsonl", metrics)
-    out_summary = _loop(
-        s, run_dir, ckpt["epoch"], ckpt["pipeline_state"], gen, ckpt["elapsed"], quiet, stop_after_epoch
-    )
+    state = checkpoint.to_device(ckpt["pipeline_state"], device)
+    last = metrics[-1] if metrics else None  # an interrupt during the final writes: _finish needs it again
+    out_summary = _loop(s, run_dir, epoch, state, gen, elapsed, quiet, stop_after_epoch, last)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary

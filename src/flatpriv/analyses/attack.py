@@ -29,6 +29,9 @@ from .memorization import load_pool
 from .references import parse_references, plot_references, reference_curve
 
 ROC_ATTACKS = ("loss", "lira_online_fixed", "rmia_online", "rmia_offline")
+# The smallest pool the attacks accept: every model is a target once, and its shadows must hold each example both
+# IN and OUT for LiRA's per-example fits (checked by load_pool's estimator checks at 4, and needed here at 5).
+MIN_MODELS = 5
 
 
 def _one_run(signals: PoolSignals, scores: np.ndarray, attack: str, delta: float, canaries: Any) -> dict[str, Any]:
@@ -50,13 +53,18 @@ def run_attack(
     references: str | list[int] | None = None,
     rmia: RmiaSettings | None = None,
 ) -> dict[str, Any]:
+    if n_boot < 0:
+        raise FlatprivError(f"--bootstrap {n_boot}: must be >= 0")
     rmia = rmia or RmiaSettings()
     pools = [load_pool(d) for d in run_dirs]
     if any(not np.array_equal(p["train_labels"], pools[0]["train_labels"]) for p in pools[1:]):
         raise FlatprivError("the pools were trained on different data sets; compare pools of the same data")
     for p in pools:
-        if p["keep"].shape[0] < 3:
-            raise FlatprivError(f"{p['run_dir']}: LiRA needs at least 3 models (a target and 2 shadows)")
+        if p["keep"].shape[0] < MIN_MODELS:
+            raise FlatprivError(
+                f"{p['run_dir']}: the attacks need at least {MIN_MODELS} models (each in turn the target, the "
+                f"others its shadows), this pool has {p['keep'].shape[0]}"
+            )
     n_min = min(p["keep"].shape[0] for p in pools)
     counts = references if isinstance(references, list) else parse_references(references, n_min)
     if counts and counts[-1] > n_min - 1:
@@ -66,6 +74,9 @@ def run_attack(
 
         s0 = PoolSignals(pools[0], RmiaSettings(rmia.gamma, 0.3, rmia.temperature))
         rmia = RmiaSettings(rmia.gamma, choose_offline_a(s0.keep, s0.px, s0.pz, rmia.gamma), rmia.temperature)
+    # Every score before the directory exists: an estimator's refusal then leaves nothing half-written.
+    all_signals = [PoolSignals(p, rmia) for p in pools]
+    all_scores = [{attack: s.leave_one_out(attack) for attack in ATTACKS} for s in all_signals]
     out_dir = results.new_run_dir(out, "attack", Path(run_dirs[0]).name)
     results.write_json(
         out_dir / "config.json",
@@ -87,9 +98,9 @@ def run_attack(
         not_applicable = audits.one_run_not_applicable(meta)
         if not_applicable:
             notes[label] = f"one-run audit not applicable: {not_applicable}"
-        signals = PoolSignals(p, rmia)
+        signals = all_signals[i]
         for attack in ATTACKS:
-            scores, members = signals.leave_one_out(attack), signals.keep
+            scores, members = all_scores[i][attack], signals.keep
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
             audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)
             row = {

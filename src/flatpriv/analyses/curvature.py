@@ -32,8 +32,8 @@ def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
     chunks = sorted((run_dir / "chunks").glob("chunk-*.npz"))
     models = []
     for path in chunks:
-        z = np.load(path)
-        names = [k for k in z.files if k.startswith("param/")]
+        z = results.load_array(path)
+        names = [k for k in z if k.startswith("param/")]
         if not names:
             raise FlatprivError(f"{run_dir}: the pool kept no weights; train it with `flatpriv pool --save-weights`")
         for k in range(z[names[0]].shape[0]):
@@ -61,13 +61,16 @@ def run_curvature(
         pool = load_pool(run_dir)
         weights = _pool_weights(run_dir)
     elif (run_dir / "model.pt").is_file():
-        weights = [torch.load(run_dir / "model.pt", map_location=device, weights_only=True)]
+        weights = [results.load_tensors(run_dir / "model.pt", device)]
     else:
         raise FlatprivError(f"{run_dir} has no model.pt (unfinished run, or trained with train.save_model=false)")
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     per_model = []
     for w in weights:
-        model.load_state_dict({k: v.to(device) for k, v in w.items()})
+        try:
+            model.load_state_dict({k: v.to(device) for k, v in w.items()})
+        except (AttributeError, TypeError, RuntimeError) as e:  # plain tensors, but not this model's weights
+            raise FlatprivError(f"{run_dir}: the saved weights do not fit the model in config.json") from e
         gen = torch.Generator().manual_seed(seed)  # the same probes for every model
         try:
             per_model.append(
@@ -118,7 +121,7 @@ def run_curvature(
         curv = per_model[0].numpy()
         during = sorted((run_dir / "arrays").glob("curvature_epoch_*.npy"))
         if during:  # the training run kept curvature every k epochs: average over training (science.md §3.3)
-            stacked = np.stack([np.load(f) for f in during])
+            stacked = np.stack([results.load_array(f) for f in during])
             results.save_array(out_dir, "curvature_final", curv)
             curv = stacked.mean(0)
             summary["aggregated_over_epochs"] = [int(f.stem.rsplit("_", 1)[1]) for f in during]

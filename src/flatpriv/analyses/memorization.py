@@ -24,13 +24,10 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
         raise FlatprivError(f"{run_dir} is not a pool run directory (no pool.json): make one with `flatpriv pool`")
     if not (run_dir / "summary.json").is_file():
         raise FlatprivError(f"{run_dir}: the pool has not finished (resume it with `flatpriv pool --resume`)")
-    arrays = {}
-    for name in ("keep", "train_logits", "test_logits", "train_labels", "test_labels"):
-        path = run_dir / "arrays" / f"{name}.npy"
-        try:
-            arrays[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FlatprivError(f"{path}: missing or corrupted ({e})") from e
+    arrays = {
+        name: results.load_array(run_dir / "arrays" / f"{name}.npy")
+        for name in ("keep", "train_logits", "test_logits", "train_labels", "test_labels")
+    }
     arrays["train_logits"] = arrays["train_logits"].astype(np.float32)
     arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
     check_pool(
@@ -41,7 +38,7 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
         test_labels=arrays["test_labels"],
     )
     canaries = run_dir / "arrays" / "canaries.npy"
-    arrays["canaries"] = np.load(canaries) if canaries.exists() else None
+    arrays["canaries"] = results.load_array(canaries) if canaries.exists() else None
     arrays["config"] = results.read_json(run_dir / "config.json")
     arrays["run_dir"] = run_dir
     return arrays
@@ -69,6 +66,13 @@ def run_memorization(
     mem = memorization(pool["keep"], corr)
     infl = influence(pool["keep"], corr_test)
     entropy = influence_entropy(infl, pool["train_labels"], pool["test_labels"])
+    compared: dict[str, Any] = {}
+    if other is not None:  # computed before the directory exists, so a refused bucket count leaves nothing behind
+        compared["mem"] = memorization(other["keep"], correctness(other["train_logits"], other["train_labels"], kind))
+        compared["buckets"] = entropy_buckets(entropy, n_buckets)
+        correct_a = correctness(pool["test_logits"], pool["test_labels"], "correct")
+        correct_b = correctness(other["test_logits"], other["test_labels"], "correct")
+        compared["table"] = bucket_comparison(compared["buckets"], correct_a, correct_b, seed=seed, entropy=entropy)
     out_dir = results.new_run_dir(out, "memorization", Path(run_dir).name)
     results.write_json(
         out_dir / "config.json",
@@ -104,14 +108,10 @@ def run_memorization(
         "run_dir": str(out_dir),
     }
     if other is not None:
-        mem_b = memorization(other["keep"], correctness(other["train_logits"], other["train_labels"], kind))
-        results.save_array(out_dir, "memorization_compare", mem_b.score)
-        hists[f"{other['config']['algorithm']} (compare)"] = mem_b.score
-        buckets = entropy_buckets(entropy, n_buckets)
-        results.save_array(out_dir, "entropy_bucket", buckets)
-        correct_a = correctness(pool["test_logits"], pool["test_labels"], "correct")
-        correct_b = correctness(other["test_logits"], other["test_labels"], "correct")
-        summary["buckets"] = bucket_comparison(buckets, correct_a, correct_b, seed=seed, entropy=entropy)
+        results.save_array(out_dir, "memorization_compare", compared["mem"].score)
+        hists[f"{other['config']['algorithm']} (compare)"] = compared["mem"].score
+        results.save_array(out_dir, "entropy_bucket", compared["buckets"])
+        summary["buckets"] = compared["table"]
         summary["compare"] = str(compare)
     plots.histogram(
         hists,

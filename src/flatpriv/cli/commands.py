@@ -16,8 +16,8 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from ..train import resume, train
 
     if a.resume:
-        if a.preset or a.config or a.overrides:
-            raise FlatprivError("--resume continues a run with its saved config; drop --preset/--config/--set")
+        if a.preset or a.config or a.overrides or a.device:
+            raise FlatprivError("--resume continues a run with its saved config; drop --preset/--config/--set/--device")
         summary = resume(a.resume, quiet=a.quiet or a.json)
     else:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
@@ -36,7 +36,16 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
                 f"test accuracy {summary['test_accuracy']:.4f}, train accuracy {summary['train_accuracy']:.4f}, "
                 f"{summary['steps']} steps in {summary['wall_seconds']:.1f} s"
             )
+            _print_privacy(summary)
     return summary
+
+
+def _print_privacy(summary: dict[str, Any]) -> None:
+    """The guarantee a DP run (or pool) gives, on the console as well as in summary.json."""
+    if summary.get("epsilon") is not None:
+        print(f"privacy: epsilon = {summary['epsilon']:.4f} at delta = {summary['delta']:g}; {summary['accountant']}")
+    elif summary.get("epsilon_note"):
+        print(f"privacy: none ({summary['epsilon_note']})")
 
 
 def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
@@ -44,6 +53,8 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
     from ..pools.run import resume_pool, train_pool
 
     if a.resume:
+        if a.preset or a.config or a.overrides or a.device:
+            raise FlatprivError("--resume finishes a pool with its saved config; drop --preset/--config/--set/--device")
         summary = resume_pool(a.resume, quiet=a.quiet or a.json, backend=a.backend, ray_address=a.ray_address)
     else:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
@@ -72,6 +83,7 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
                 f"(sd {summary['test_accuracy_sd']:.4f}), mean train accuracy on kept examples "
                 f"{summary['train_accuracy']:.4f}, {summary['wall_seconds']:.1f} s"
             )
+            _print_privacy(summary)
     return summary
 
 

@@ -7,7 +7,11 @@ one JSON object as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import pickle
 import sys
+import zipfile
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -23,6 +27,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         sys.stderr.write(f"flatpriv: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(EXIT_USAGE)
+
+
+def finite(text: str) -> float:
+    """argparse type for every float option: NaN and ±inf pass any later ``<``/``>`` check, so refuse them here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep of it, or with --keep-mode bernoulli each example independently with probability "
         "--keep (subset sizes, step counts and schedules then differ per model, as in separate "
         "runs). Any algorithm, Noisy-SGD and the DP ones included. Writes arrays/keep.npy [K, N], "
-        "per-model train/test logits (float16), models.jsonl and summary.json; finished chunks "
+        "per-model train/test logits (float32), models.jsonl and summary.json; finished chunks "
         "survive a kill (--resume). DP and Noisy-SGD pools give every model its own noise (noise "
         "seed noise_seed + 2k; DP: its own Poisson batches too) and DP pools report the epsilon each "
         "model has (models.jsonl has each model's own).",
     )
     _config_args(p)
     p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
-    p.add_argument("--keep", type=float, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
+    p.add_argument("--keep", type=finite, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
     p.add_argument(
         "--keep-mode",
         choices=["exact", "bernoulli"],
@@ -108,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--memory-budget",
-        type=float,
+        type=finite,
         metavar="GIB",
         help="memory for one chunk, in GiB (default: half the device's free memory); chunks are sized "
         "from an estimate of each model's weights, optimizer state, activations and logits",
@@ -198,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["norm", "squared", "trace"], default="norm")
     p.add_argument("--method", choices=["finite_difference", "hvp"], default="finite_difference")
     p.add_argument("--probes", type=int, default=10, help="Rademacher probes per example (10)")
-    p.add_argument("--h", type=float, default=1e-3, help="finite-difference step (1e-3)")
+    p.add_argument("--h", type=finite, default=1e-3, help="finite-difference step (1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_curvature)
@@ -212,12 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         q = psub.add_parser(what, help=helptext, description=helptext + "; add/remove-one neighbours.")
         if what == "epsilon":
-            q.add_argument("--noise-multiplier", type=float, required=True, metavar="S", help="sigma")
+            q.add_argument("--noise-multiplier", type=finite, required=True, metavar="S", help="sigma")
         else:
-            q.add_argument("--target-epsilon", type=float, required=True, metavar="E")
-        q.add_argument("--sample-rate", type=float, required=True, metavar="Q", help="Poisson rate q = batch/N")
+            q.add_argument("--target-epsilon", type=finite, required=True, metavar="E")
+        q.add_argument("--sample-rate", type=finite, required=True, metavar="Q", help="Poisson rate q = batch/N")
         q.add_argument("--steps", type=int, required=True, metavar="T")
-        q.add_argument("--delta", type=float, default=1e-5, metavar="D", help="default 1e-5")
+        q.add_argument("--delta", type=finite, default=1e-5, metavar="D", help="default 1e-5")
         q.add_argument("--accountant", choices=["pld", "rdp"], default="pld", help="default pld (tight)")
         q.add_argument("--releases-per-step", type=int, default=1, metavar="R", help="2 for DP-SAM (default 1)")
         _common(q)
@@ -235,15 +250,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """What the user sees of an expected failure: one line, the file it concerns when there is one."""
+    if isinstance(e, FlatprivError):
+        text = str(e)
+    elif isinstance(e, OSError):  # unwritable or full --out, unreadable input, ...
+        where = f"{e.filename}: " if e.filename else ""
+        text = f"{where}{e.strerror or e}"
+    elif isinstance(e, UnicodeDecodeError):
+        text = f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
+    else:  # a corrupt file read by a library that did not say which
+        text = f"corrupt or foreign file ({type(e).__name__}: {e})"
+    return " ".join(text.split())
+
+
+# Failures that come from the input or the machine, not from a bug: one line and exit code 2 (--debug: traceback).
+_EXPECTED = (
+    FlatprivError,
+    OSError,
+    UnicodeDecodeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
     try:
         result = func(args)
-    except FlatprivError as e:
+    except _EXPECTED as e:
         if args.debug:
             raise
-        sys.stderr.write(f"flatpriv: error: {e}\n")
+        sys.stderr.write(f"flatpriv: error: {_one_line(e)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("flatpriv: interrupted; a training run can be continued with --resume RUN_DIR\n")

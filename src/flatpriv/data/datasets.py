@@ -96,12 +96,19 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "flatpriv"
 
 
+def quiet_matplotlib_cache() -> None:
+    """Point matplotlib's config and font cache at ``cache_dir()/matplotlib`` unless MPLCONFIGDIR is set: by
+    default it writes under the home directory, and flatpriv writes outside --out only under its own cache."""
+    os.environ.setdefault("MPLCONFIGDIR", str(cache_dir() / "matplotlib"))
+
+
 # A loader returns (x_train, y_train, x_test, y_test, num_classes, meta) as numpy arrays.
 _Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, dict[str, np.ndarray]]
 
 
 def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
     """Call mnist1d's generator; it reseeds numpy's and Python's global RNGs, so both are restored after."""
+    quiet_matplotlib_cache()
     import mnist1d.data  # deferred: pulls in matplotlib
 
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -136,7 +143,7 @@ def _load_mnist1d(cfg: DataConfig) -> _Raw:
     d: dict[str, np.ndarray] | None = None
     if path.is_file():
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             d = None  # unreadable cache entry: regenerate and overwrite it

@@ -6,7 +6,7 @@ estimate in float32 elements is, for every model of a chunk,
 
     10·P                   weights, gradient, optimizer state (2 for Adam), pipeline state, ε and w + ε, the
                            displacement copy of ``pool_steps.descend``
-    + 5·(N + M)·C          the final logits: float32, their argmax, the float16 copies saved and concatenated
+    + 5·(N + M)·C          the final logits: float32, their argmax, the float32 copies saved and concatenated
     + 1 Mi                 per-model bookkeeping (measured: module objects, allocator slack)
     + 3·B·A                the step's activations and their gradients (ghost clipping's probes for DP pools),
                            when the step is one vmap over the models (``pool_steps.vmap_models``)

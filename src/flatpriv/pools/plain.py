@@ -7,7 +7,7 @@ tensors, which is element-wise and therefore exactly K separate optimizers. Mode
 its initialisation and batch order, so it equals ``flatpriv train`` with that seed on subset S_k.
 
 Outputs (feldman.py, lira.py and curvature read them): arrays/keep.npy [K, N] bool, arrays/train_logits.npy
-[K, N, C] and arrays/test_logits.npy [K, M, C] (float16), labels, models.jsonl (one summary per model).
+[K, N, C] and arrays/test_logits.npy [K, M, C] (float32), labels, models.jsonl (one summary per model).
 Models are trained in chunks; each finished chunk is saved, so a killed pool resumes where it stopped.
 """
 

@@ -17,49 +17,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import results
+from ..checkpoint import config_digest
 from ..config import Config, config_from_dict, config_to_dict
 from ..data import load_data
 from ..errors import FlatprivError
 from ..privacy.privatizer import privacy_summary, setup_privacy
 from ..step import get_algorithm
 from ..train import resolve_device
+from .chunks import chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
 from .masks import make_keep
 from .memory import chunk_size as choose_chunk
 from .memory import pool_memory
-from .plain import POOL_FILE, train_models
+from .plain import POOL_FILE
 
-
-def chunk_arrays(
-    cfg_dict: dict[str, Any],
-    keep_rows: np.ndarray,
-    seeds: list[int],
-    canaries: np.ndarray | None,
-    canary_labels: np.ndarray | None,
-    save_weights: bool,
-) -> dict[str, np.ndarray]:
-    """Train one chunk of models from plain data (what a Ray task receives) and return its arrays."""
-    cfg = config_from_dict(cfg_dict)
-    device = resolve_device(cfg.train.device)
-    data = load_data(cfg.data, device)
-    if canaries is not None:  # the audit's canaries: training examples given a wrong label in every model
-        data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
-    r = train_models(cfg, data, keep_rows, seeds, quiet=True)
-    arrays = {
-        "train_logits": r["train_logits"].cpu().numpy().astype(np.float16),
-        "test_logits": r["test_logits"].cpu().numpy().astype(np.float16),
-        "train_accuracy": r["train_accuracy"],
-        "test_accuracy": r["test_accuracy"],
-        **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r},
-    }
-    if save_weights:
-        arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})
-    return arrays
-
-
-def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+__all__ = ["chunk_arrays", "make_canaries", "ray_memory", "resume_pool", "train_pool"]
 
 
 def _run_chunks(
@@ -72,17 +43,17 @@ def _run_chunks(
 ) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
-    keep = np.load(run_dir / "arrays" / "keep.npy")
+    keep = results.load_array(run_dir / "arrays" / "keep.npy")
     canary_path = run_dir / "arrays" / "canaries.npy"
-    canaries = np.load(canary_path) if canary_path.exists() else None
-    canary_labels = np.load(run_dir / "arrays" / "canary_labels.npy") if canaries is not None else None
+    canaries = results.load_array(canary_path) if canary_path.exists() else None
+    canary_labels = results.load_array(run_dir / "arrays" / "canary_labels.npy") if canaries is not None else None
     if canaries is not None:
         data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
     k_total, chunk = pool["models"], pool["chunk_size"]
     (run_dir / "chunks").mkdir(exist_ok=True)
     t0 = time.perf_counter()
     starts = list(range(0, k_total, chunk))
-    todo = [(c, start) for c, start in enumerate(starts) if not (run_dir / "chunks" / f"chunk-{c:04d}.npz").exists()]
+    todo = [(c, start) for c, start in enumerate(starts) if not chunk_done(run_dir / "chunks" / f"chunk-{c:04d}.npz")]
 
     def args(start: int) -> tuple:
         rows = slice(start, min(start + chunk, k_total))
@@ -96,13 +67,13 @@ def _run_chunks(
         )
 
     if backend == "ray":
-        _run_on_ray(run_dir, todo, args, ray_address, quiet, pool)
+        run_on_ray(run_dir, todo, args, ray_address, quiet, pool)
     else:
         for done, (c, start) in enumerate(tqdm(todo, desc="pool", unit="chunk", disable=quiet or None)):
-            _save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
+            save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
             if pool.get("stop_after_chunks") and done + 1 >= pool["stop_after_chunks"] and done + 1 < len(todo):
                 return {"run_dir": str(run_dir), "interrupted_after_chunk": c + 1}
-    parts = [np.load(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
+    parts = [results.load_array(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
     for key in ("train_logits", "test_logits"):
         results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
     results.save_array(run_dir, "train_labels", data.y_train.cpu().numpy())
@@ -114,7 +85,7 @@ def _run_chunks(
     private = {
         key: np.concatenate([np.atleast_1d(p[key]) for p in parts])
         for key in ("epsilon", "noise_multiplier", "sample_rate")
-        if key in parts[0].files
+        if key in parts[0]
     }
     results.write_jsonl(
         run_dir / "models.jsonl",
@@ -180,41 +151,6 @@ def make_canaries(labels: np.ndarray, n: int, num_classes: int, seed: int) -> tu
     return pos, (labels[pos] + rng.integers(1, num_classes, size=n)) % num_classes
 
 
-def ray_memory(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, int]:
-    """Ray task options reserving a chunk's estimated memory (so Ray never runs more chunks on a node than fit),
-    or a clear refusal when no live node offers that much (the task would otherwise wait forever)."""
-    est = pool.get("memory_estimate_mib")
-    if not est:
-        return {}
-    need = int((pool["chunk_size"] * est["per_model"] + est["per_chunk"]) * 2**20)
-    biggest = max((n["Resources"].get("memory", 0) for n in nodes if n.get("Alive")), default=0)
-    if biggest and need > biggest:
-        raise FlatprivError(
-            f"a chunk of {pool['chunk_size']} models needs about {need / 2**30:.2f} GiB, more than "
-            f"any Ray node offers ({biggest / 2**30:.2f} GiB): lower --chunk-size or --memory-budget"
-        )
-    return {"memory": need}
-
-
-def _run_on_ray(
-    run_dir: Path, todo: list[tuple[int, int]], args: Any, address: str | None, quiet: bool, pool: dict[str, Any]
-) -> None:
-    try:
-        import ray
-    except ImportError as e:
-        raise FlatprivError("--backend ray needs Ray: pip install 'flatpriv[ray]'") from e
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    remote = ray.remote(chunk_arrays).options(**ray_memory(pool, ray.nodes()))
-    pending = {remote.remote(*args(start)): c for c, start in todo}
-    with tqdm(total=len(pending), desc="pool (ray)", unit="chunk", disable=quiet or None) as bar:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            c = pending.pop(ready[0])
-            _save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", ray.get(ready[0]))
-            bar.update()
-
-
 def train_pool(
     cfg: Config,
     n_models: int,
@@ -255,9 +191,8 @@ def train_pool(
         data.x_train.device,
     )
     chunk_size = choose_chunk(chunk_size, memory_budget, per_model, per_chunk, data.x_train.device, n_models)
-    run_dir = results.new_run_dir(out, "pool", name)
-    results.write_json(run_dir / "config.json", config_to_dict(cfg))
-    results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
+    if canaries:  # a bad count is refused before the directory exists
+        pos, wrong = make_canaries(data.y_train.cpu().numpy(), canaries, data.num_classes, cfg.seed)
     pool = {
         "models": n_models,
         "keep_fraction": keep_fraction,
@@ -267,14 +202,19 @@ def train_pool(
         "save_weights": save_weights,
         "memory_estimate_mib": {"per_model": round(per_model / 2**20, 2), "per_chunk": round(per_chunk / 2**20, 2)},
         "memory_budget_gib": memory_budget,
+        "config_sha256": config_digest(config_to_dict(cfg)),
     }
-    results.write_json(run_dir / POOL_FILE, pool)
-    results.save_array(run_dir, "keep", keep)
-    if canaries:
-        pos, wrong = make_canaries(data.y_train.cpu().numpy(), canaries, data.num_classes, cfg.seed)
-        results.save_array(run_dir, "canaries", pos)
-        results.save_array(run_dir, "canary_labels", wrong)
-    return _run_chunks(run_dir, cfg, dict(pool, stop_after_chunks=stop_after_chunks), quiet, backend, ray_address)
+    run_dir = results.new_run_dir(out, "pool", name)
+    with results.locked(run_dir):
+        results.write_json(run_dir / "config.json", config_to_dict(cfg))
+        results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
+        results.write_json(run_dir / POOL_FILE, pool)
+        results.save_array(run_dir, "keep", keep)
+        if canaries:
+            results.save_array(run_dir, "canaries", pos)
+            results.save_array(run_dir, "canary_labels", wrong)
+        pool_run = dict(pool, stop_after_chunks=stop_after_chunks)
+        return _run_chunks(run_dir, cfg, pool_run, quiet, backend, ray_address)
 
 
 def resume_pool(
@@ -284,7 +224,15 @@ def resume_pool(
     run_dir = Path(run_dir)
     if not (run_dir / POOL_FILE).is_file():
         raise FlatprivError(f"--resume {run_dir}: not a pool run directory (no {POOL_FILE})")
-    if (run_dir / "summary.json").exists():
-        raise FlatprivError(f"--resume {run_dir}: this pool already finished (summary.json exists)")
-    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
-    return _run_chunks(run_dir, cfg, results.read_json(run_dir / POOL_FILE), quiet, backend, ray_address)
+    with results.locked(run_dir):
+        if (run_dir / "summary.json").exists():
+            raise FlatprivError(f"--resume {run_dir}: this pool already finished (summary.json exists)")
+        cfg_dict, pool = results.read_json(run_dir / "config.json"), results.read_json(run_dir / POOL_FILE)
+        if not isinstance(pool, dict) or "models" not in pool or "chunk_size" not in pool:
+            raise FlatprivError(f"{run_dir / POOL_FILE}: not a pool description")
+        if pool.get("config_sha256") != config_digest(cfg_dict):  # chunks trained so far used another config
+            raise FlatprivError(
+                f"--resume {run_dir}: config.json was changed since the pool started (or the pool predates "
+                "config digests); a pool resumes with the config it started with"
+            )
+        return _run_chunks(run_dir, config_from_dict(cfg_dict), pool, quiet, backend, ray_address)

@@ -43,16 +43,29 @@ ACCOUNTANTS = ("pld", "rdp")
 NEIGHBOURING = "add/remove-one"
 PLD_DISCRETIZATION = 1e-3
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512, 1024])
-MAX_NOISE_MULTIPLIER = 1e4
+MAX_NOISE_MULTIPLIER = 1e4  # calibration's upper bracket
+# Below this σ the PLD grid grows without bound (minutes at σ = 0.05, and ε is in the hundreds there anyway):
+# PLD refuses such a σ at once and calibration never searches below it.
+MIN_NOISE_MULTIPLIER = 0.3
+MAX_ACCOUNTED_NOISE = 1e6  # above it dp-accounting overflows; ε is 0 to its precision long before
 _CALIBRATION_RTOL = 1e-4  # brentq tolerance in log σ; the verified answer is within ~1e-3 relative of the optimum
 
 
 def _check_sigma(noise_multiplier: Any) -> float:
     if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, Real):
         raise FlatprivError(f"noise_multiplier must be a number, got {noise_multiplier!r}")
-    if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-        raise FlatprivError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier!r}")
+    if not (math.isfinite(noise_multiplier) and 0 <= noise_multiplier <= MAX_ACCOUNTED_NOISE):
+        raise FlatprivError(f"noise_multiplier must be in [0, {MAX_ACCOUNTED_NOISE:g}], got {noise_multiplier!r}")
     return float(noise_multiplier)
+
+
+def check_accountable(noise_multiplier: float, accountant: str) -> None:
+    """Refuse at once a σ the accountant cannot evaluate in bounded time (PLD below :data:`MIN_NOISE_MULTIPLIER`)."""
+    if accountant == "pld" and 0 < noise_multiplier < MIN_NOISE_MULTIPLIER:
+        raise FlatprivError(
+            f"noise_multiplier = {noise_multiplier:g} < {MIN_NOISE_MULTIPLIER:g}: the PLD accountant cannot evaluate "
+            "it in bounded time (ε is in the hundreds there); use the rdp accountant or more noise"
+        )
 
 
 def _check_q(sample_rate: Any) -> float:
@@ -175,6 +188,8 @@ def _epsilon_cached(entries: tuple[Release, ...], delta: float, accountant: str)
         return 0.0
     if any(e.noise_multiplier == 0 and e.count > 0 for e in entries):
         return math.inf  # a noiseless release of a sum is not (ε, δ)-DP for any finite ε, δ < 1
+    for e in entries:
+        check_accountable(e.noise_multiplier, accountant)
     acc = _make_accountant(accountant)
     # RDP at small σ logs (via absl) every fractional order whose series does not converge; that order is then
     # left out of the minimum over orders, which can only make ε larger (still a valid bound), so keep it quiet.
@@ -229,10 +244,14 @@ def calibrate_noise(
     σ is bracketed by doubling/halving from 1, located with Brent's method in log σ, then verified: the returned σ
     always satisfies ε(σ) ≤ target (it is nudged up until it does). ``steps`` = 0 returns 0. Raises
     :class:`FlatprivError` for target ≤ 0 or a target not reached with σ ≤ 1e4 (the PLD accountant's
-    pessimistic discretisation puts a small floor, growing with steps, under the ε it can report).
+    pessimistic discretisation puts a small floor, growing with steps, under the ε it can report), and at once for
+    an infinite target or one already met at σ = :data:`MIN_NOISE_MULTIPLIER` (the search would otherwise halve σ
+    forever, or into the region where PLD never returns).
     """
     if isinstance(target_epsilon, bool) or not isinstance(target_epsilon, Real) or not target_epsilon > 0:
         raise FlatprivError(f"target_epsilon must be > 0, got {target_epsilon!r}")
+    if not math.isfinite(target_epsilon):
+        raise FlatprivError(f"target_epsilon must be finite, got {target_epsilon!r}: set a noise_multiplier instead")
     target = float(target_epsilon)
     q, delta, accountant = _check_q(sample_rate), _check_delta(delta), _check_accountant(accountant)
     count = _check_int("steps", steps, 0) * _check_int("releases_per_step", releases_per_step, 1)
@@ -251,8 +270,15 @@ def calibrate_noise(
             )
         hi = min(2 * hi, MAX_NOISE_MULTIPLIER)
     lo = hi / 2
-    while eps(lo) <= target:  # terminates: ε → inf as σ → 0
+    while eps(max(lo, MIN_NOISE_MULTIPLIER)) <= target:  # bounded: the search stops at MIN_NOISE_MULTIPLIER
+        if lo <= MIN_NOISE_MULTIPLIER:
+            raise FlatprivError(
+                f"target_epsilon={target:g} is met even with noise_multiplier = {MIN_NOISE_MULTIPLIER:g} "
+                f"(sample_rate={q:g}, steps={steps}): a target this large promises no meaningful privacy; "
+                "set a noise_multiplier instead"
+            )
         hi, lo = lo, lo / 2
+    lo = max(lo, MIN_NOISE_MULTIPLIER)
     # now eps(lo) > target >= eps(hi); hi/lo = 2 (or less if clipped at 1e4)
     root = math.exp(
         brentq(lambda x: eps(math.exp(x)) - target, math.log(lo), math.log(hi), xtol=_CALIBRATION_RTOL, rtol=1e-12)

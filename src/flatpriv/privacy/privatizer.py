@@ -20,7 +20,14 @@ import torch
 from ..config import Config
 from ..errors import FlatprivError
 from ..tree import Tree
-from .accounting import NEIGHBOURING, Ledger, accountant_description, calibrate_noise, epsilon_from_ledger
+from .accounting import (
+    NEIGHBOURING,
+    Ledger,
+    accountant_description,
+    calibrate_noise,
+    check_accountable,
+    epsilon_from_ledger,
+)
 from .sampling import make_generator, standard_normal
 
 Kind = Literal["plain", "noisy", "dp"]
@@ -145,8 +152,8 @@ class PrivateRun:
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.privatizer.ledger = Ledger.from_dict(d["ledger"])
-        self.generator.set_state(d["noise"])
-        self.sampler.set_state(d["sampler"])
+        self.generator.set_state(d["noise"].cpu())  # a generator's state is a CPU byte tensor on any device
+        self.sampler.set_state(d["sampler"].cpu())
 
 
 def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.device) -> PrivateRun | None:
@@ -181,6 +188,16 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
             f"sample rate q = {q:.4g} is outside (0, 1]: lower train.batch_size or set privacy.sample_rate"
         )
     steps_per_epoch = max(1, round(1 / q)) if private else -(-n // cfg.train.batch_size)
+    if private and q * n < 1:
+        raise FlatprivError(
+            f"sample rate q = {q:.3g} gives an expected batch of {q * n:.3g} examples and {steps_per_epoch} steps "
+            "per epoch: raise privacy.sample_rate or train.batch_size"
+        )
+    if private and p.delta >= 1.0 / n and not p.allow_large_delta:
+        raise FlatprivError(
+            f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows publishing an example outright "
+            "(δ = 0.999 reports ε = 0); lower it, or set privacy.allow_large_delta = true to accept it"
+        )
     sigma = p.noise_multiplier
     if private and p.target_epsilon > 0:
         sigma = calibrate_noise(
@@ -191,10 +208,8 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
             p.accountant,
             releases_per_step=algorithm.releases,
         )
-    if private and p.delta >= 1.0 / n:
-        warnings.warn(
-            f"privacy.delta = {p.delta:g} ≥ 1/N = {1 / n:.3g}: such a δ allows leaking an example", stacklevel=2
-        )
+    if private:
+        check_accountable(sigma, p.accountant)  # before any directory exists, not at the first epoch's ε
     if p.noise_seed >= 0:
         warnings.warn(
             "privacy.noise_seed is fixed: seeded noise and sampling are for reproducible research "
