@@ -430,3 +430,15 @@ def test_a_new_dp_row_trains_as_a_single_run_and_a_pool(tmp_path, monkeypatch):
     singles = assert_pool_matches_single_runs(pooled, TINY + over, keep, tmp_path, seeds=(5, 6), noise_seed=3)
     for k, s in enumerate(singles):
         assert s["releases"] == pooled["releases"][k] == 2 * s["steps"]
+
+
+def test_a_resumed_pool_counts_every_process_time(tmp_path):
+    """The summary's wall_seconds of a resumed pool includes the chunks trained before the interruption."""
+    cfg, _ = resolve(overrides=TINY + ["train.epochs=1"])
+    part = train_pool(cfg, 4, chunk_size=2, out=tmp_path, quiet=True, stop_after_chunks=1)
+    assert part["finished"] is False
+    first = json.loads((Path(part["run_dir"]) / "pool.json").read_text())["elapsed"]
+    assert first > 0
+    done = resume_pool(part["run_dir"], quiet=True)
+    assert done["finished"] is True and done["wall_seconds"] >= first
+    assert json.loads((Path(part["run_dir"]) / "pool.json").read_text())["elapsed"] >= first

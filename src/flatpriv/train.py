@@ -165,7 +165,7 @@ def _loop(
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
         bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
-            return {"interrupted_after_epoch": epoch + 1}
+            return {"finished": False, "interrupted_after_epoch": epoch + 1}
     bar.close()
     return _finish(s, run_dir, record)
 
@@ -202,6 +202,7 @@ def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
         "steps": last["step"],
         "wall_seconds": round(last["wall_seconds"], 3),
         "run_dir": str(run_dir),
+        "finished": True,
     }
     results.write_json(run_dir / "summary.json", summary)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)

@@ -25,7 +25,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         summary = train(cfg, name=name, out=a.out, quiet=a.quiet or a.json)
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
-        if "interrupted_after_epoch" in summary:
+        if not summary.get("finished", True):
             print(
                 f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
                 f"`flatpriv train --resume {summary['run_dir']}`"

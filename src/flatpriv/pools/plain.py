@@ -29,8 +29,6 @@ from .dp import train_dp_models
 from .stack import model_generators, pool_grad, pool_logits, stacked_models
 from .steps import BatchStream, descend, lr_table, vmap_models
 
-POOL_FILE = "pool.json"
-
 
 def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int], quiet: bool = True) -> dict[str, Any]:
     """Train len(seeds) models at once, model k on the training positions where ``keep[k]`` is set; DP rows go

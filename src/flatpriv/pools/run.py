@@ -28,7 +28,7 @@ from .chunks import chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
 from .masks import make_keep
 from .memory import chunk_size as choose_chunk
 from .memory import pool_memory
-from .plain import POOL_FILE
+from .meta import POOL_FILE, PoolMeta
 
 __all__ = ["chunk_arrays", "make_canaries", "ray_memory", "resume_pool", "train_pool"]
 
@@ -36,10 +36,11 @@ __all__ = ["chunk_arrays", "make_canaries", "ray_memory", "resume_pool", "train_
 def _run_chunks(
     run_dir: Path,
     cfg: Config,
-    pool: dict[str, Any],
+    pool: PoolMeta,
     quiet: bool,
     backend: str = "local",
     ray_address: str | None = None,
+    stop_after_chunks: int | None = None,
 ) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
@@ -49,9 +50,9 @@ def _run_chunks(
     canary_labels = results.load_array(run_dir / "arrays" / "canary_labels.npy") if canaries is not None else None
     if canaries is not None:
         data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
-    k_total, chunk = pool["models"], pool["chunk_size"]
+    k_total, chunk = pool.models, pool.chunk_size
     (run_dir / "chunks").mkdir(exist_ok=True)
-    t0 = time.perf_counter()
+    t0, elapsed_before = time.perf_counter(), pool.elapsed
     starts = list(range(0, k_total, chunk))
     todo = [(c, start) for c, start in enumerate(starts) if not chunk_done(run_dir / "chunks" / f"chunk-{c:04d}.npz")]
 
@@ -63,16 +64,19 @@ def _run_chunks(
             [cfg.seed + k for k in range(rows.start, rows.stop)],
             canaries,
             canary_labels,
-            bool(pool.get("save_weights")),
+            pool.save_weights,
         )
 
     if backend == "ray":
-        run_on_ray(run_dir, todo, args, ray_address, quiet, pool)
+        run_on_ray(run_dir, todo, args, ray_address, quiet, pool.to_dict())
     else:
         for done, (c, start) in enumerate(tqdm(todo, desc="pool", unit="chunk", disable=quiet or None)):
+            t_chunk = time.perf_counter()
             save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
-            if pool.get("stop_after_chunks") and done + 1 >= pool["stop_after_chunks"] and done + 1 < len(todo):
-                return {"run_dir": str(run_dir), "interrupted_after_chunk": c + 1}
+            pool.elapsed += time.perf_counter() - t_chunk  # saved with the chunk: a later resume counts it
+            pool.save(run_dir)
+            if stop_after_chunks and done + 1 >= stop_after_chunks and done + 1 < len(todo):
+                return {"run_dir": str(run_dir), "finished": False, "interrupted_after_chunk": c + 1}
     parts = [results.load_array(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
     for key in ("train_logits", "test_logits"):
         results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
@@ -107,14 +111,15 @@ def _run_chunks(
         "dataset": cfg.data.name,
         "model": cfg.model.name,
         "models": k_total,
-        "keep_fraction": pool["keep_fraction"],
-        "keep_mode": pool.get("keep_mode", "exact"),
+        "keep_fraction": pool.keep_fraction,
+        "keep_mode": pool.keep_mode,
         "examples": int(keep.shape[1]),
         "train_accuracy": float(train_acc.mean()),
         "test_accuracy": float(test_acc.mean()),
         "test_accuracy_sd": float(test_acc.std(ddof=1)) if k_total > 1 else 0.0,
         **_privacy(cfg, private),
-        "wall_seconds": round(pool.get("elapsed", 0.0) + time.perf_counter() - t0, 3),
+        "wall_seconds": round(elapsed_before + time.perf_counter() - t0, 3),  # earlier processes + this one
+        "finished": True,
         "run_dir": str(run_dir),
     }
     results.write_json(run_dir / "summary.json", summary)
@@ -193,28 +198,27 @@ def train_pool(
     chunk_size = choose_chunk(chunk_size, memory_budget, per_model, per_chunk, data.x_train.device, n_models)
     if canaries:  # a bad count is refused before the directory exists
         pos, wrong = make_canaries(data.y_train.cpu().numpy(), canaries, data.num_classes, cfg.seed)
-    pool = {
-        "models": n_models,
-        "keep_fraction": keep_fraction,
-        "keep_mode": keep_mode,
-        "chunk_size": chunk_size,
-        "model_seeds": f"seed + k for k in 0..{n_models - 1}",
-        "save_weights": save_weights,
-        "memory_estimate_mib": {"per_model": round(per_model / 2**20, 2), "per_chunk": round(per_chunk / 2**20, 2)},
-        "memory_budget_gib": memory_budget,
-        "config_sha256": config_digest(config_to_dict(cfg)),
-    }
+    pool = PoolMeta(
+        models=n_models,
+        keep_fraction=keep_fraction,
+        keep_mode=keep_mode,
+        chunk_size=chunk_size,
+        save_weights=save_weights,
+        config_sha256=config_digest(config_to_dict(cfg)),
+        memory_estimate_mib={"per_model": round(per_model / 2**20, 2), "per_chunk": round(per_chunk / 2**20, 2)},
+        memory_budget_gib=memory_budget,
+        model_seeds=f"seed + k for k in 0..{n_models - 1}",
+    )
     run_dir = results.new_run_dir(out, "pool", name)
     with results.locked(run_dir):
         results.write_json(run_dir / "config.json", config_to_dict(cfg))
         results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
-        results.write_json(run_dir / POOL_FILE, pool)
+        pool.save(run_dir)
         results.save_array(run_dir, "keep", keep)
         if canaries:
             results.save_array(run_dir, "canaries", pos)
             results.save_array(run_dir, "canary_labels", wrong)
-        pool_run = dict(pool, stop_after_chunks=stop_after_chunks)
-        return _run_chunks(run_dir, cfg, pool_run, quiet, backend, ray_address)
+        return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address, stop_after_chunks)
 
 
 def resume_pool(
@@ -227,10 +231,8 @@ def resume_pool(
     with results.locked(run_dir):
         if (run_dir / "summary.json").exists():
             raise FlatprivError(f"--resume {run_dir}: this pool already finished (summary.json exists)")
-        cfg_dict, pool = results.read_json(run_dir / "config.json"), results.read_json(run_dir / POOL_FILE)
-        if not isinstance(pool, dict) or "models" not in pool or "chunk_size" not in pool:
-            raise FlatprivError(f"{run_dir / POOL_FILE}: not a pool description")
-        if pool.get("config_sha256") != config_digest(cfg_dict):  # chunks trained so far used another config
+        cfg_dict, pool = results.read_json(run_dir / "config.json"), PoolMeta.load(run_dir)
+        if pool.config_sha256 != config_digest(cfg_dict):  # chunks trained so far used another config
             raise FlatprivError(
                 f"--resume {run_dir}: config.json was changed since the pool started (or the pool predates "
                 "config digests); a pool resumes with the config it started with"
