@@ -69,17 +69,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="flatpriv",
-        description=(
-            "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
-            "and measure memorization and privacy. Every run writes a new directory under --out."
-        ),
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
+def _train_parsers(sub: Any) -> None:
+    """flatpriv train."""
     p = sub.add_parser(
         "train",
         help="train one model and write a run directory",
@@ -92,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=c.cmd_train)
 
+
+def _pool_parsers(sub: Any) -> None:
+    """flatpriv pool."""
     p = sub.add_parser(
         "pool",
         help="train K models on random halves of the training set (memorization, LiRA)",
@@ -147,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=c.cmd_pool)
 
+
+def _analyses_parsers(sub: Any) -> None:
+    """memorization, attack and curvature: analyses of a finished run."""
     p = sub.add_parser(
         "memorization",
         help="Feldman-Zhang memorization, influence and influence entropy of a pool",
@@ -218,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     _analysis_args(p)
     p.set_defaults(func=c.cmd_curvature)
 
+
+def _privacy_parsers(sub: Any) -> None:
+    """flatpriv privacy epsilon | calibrate."""
     p = sub.add_parser("privacy", help="privacy accounting: epsilon of a run, or the noise for a target epsilon")
     psub = p.add_subparsers(dest="privacy_command", metavar="WHAT", parser_class=_Parser)
     psub.required = True
@@ -238,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         _common(q)
         q.set_defaults(func=c.cmd_privacy)
 
-    add_study_parser(sub, _common)
 
+def _listings_parsers(sub: Any) -> None:
+    """flatpriv presets and flatpriv algorithms."""
     p = sub.add_parser("presets", help="list the presets with a one-line description each")
     _common(p)
     p.set_defaults(func=c.cmd_presets)
@@ -247,6 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("algorithms", help="list the algorithms with their update rules")
     _common(p)
     p.set_defaults(func=c.cmd_algorithms)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="flatpriv",
+        description=(
+            "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
+            "and measure memorization and privacy. Every run writes a new directory under --out."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _train_parsers(sub)
+    _pool_parsers(sub)
+    _analyses_parsers(sub)
+    _privacy_parsers(sub)
+    add_study_parser(sub, _common)
+    _listings_parsers(sub)
     return parser
 
 
