@@ -41,6 +41,47 @@ def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
     return models
 
 
+def _weights(run_dir: Path, is_pool: bool, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Every model's weights: a pool's (saved with --save-weights), or a run's model.pt."""
+    if is_pool:
+        return _pool_weights(run_dir)
+    if (run_dir / "model.pt").is_file():
+        return [results.load_tensors(run_dir / "model.pt", device)]
+    raise FlatprivError(f"{run_dir} has no model.pt (unfinished run, or trained with train.save_model=false)")
+
+
+def _curvature(
+    model: torch.nn.Module,
+    w: dict[str, torch.Tensor],
+    data: Any,
+    run_dir: Path,
+    n_probes: int,
+    h: float,
+    variant: str,
+    method: str,
+    seed: int,
+) -> torch.Tensor:
+    """One model's per-example curvature, with the same probes for every model (seeded alike)."""
+    device = data.x_train.device
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in w.items()})
+    except (AttributeError, TypeError, RuntimeError) as e:  # plain tensors, but not this model's weights
+        raise FlatprivError(f"{run_dir}: the saved weights do not fit the model in config.json") from e
+    try:
+        return input_curvature(
+            model,
+            data.x_train,
+            data.y_train,
+            n_probes=n_probes,
+            h=h,
+            variant=variant,
+            method=method,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    except ValueError as e:
+        raise FlatprivError(str(e)) from e
+
+
 def run_curvature(
     run_dir: str | Path,
     out: str | Path = "runs",
@@ -57,36 +98,10 @@ def run_curvature(
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
     is_pool = (run_dir / "pool.json").is_file()
-    if is_pool:
-        pool = load_pool(run_dir)
-        weights = _pool_weights(run_dir)
-    elif (run_dir / "model.pt").is_file():
-        weights = [results.load_tensors(run_dir / "model.pt", device)]
-    else:
-        raise FlatprivError(f"{run_dir} has no model.pt (unfinished run, or trained with train.save_model=false)")
+    pool = load_pool(run_dir) if is_pool else None
+    weights = _weights(run_dir, is_pool, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    per_model = []
-    for w in weights:
-        try:
-            model.load_state_dict({k: v.to(device) for k, v in w.items()})
-        except (AttributeError, TypeError, RuntimeError) as e:  # plain tensors, but not this model's weights
-            raise FlatprivError(f"{run_dir}: the saved weights do not fit the model in config.json") from e
-        gen = torch.Generator().manual_seed(seed)  # the same probes for every model
-        try:
-            per_model.append(
-                input_curvature(
-                    model,
-                    data.x_train,
-                    data.y_train,
-                    n_probes=n_probes,
-                    h=h,
-                    variant=variant,
-                    method=method,
-                    generator=gen,
-                )
-            )
-        except ValueError as e:
-            raise FlatprivError(str(e)) from e
+    per_model = [_curvature(model, w, data, run_dir, n_probes, h, variant, method, seed) for w in weights]
     out_dir = results.new_run_dir(out, "curvature", run_dir.name)
     results.write_json(
         out_dir / "config.json",
@@ -108,7 +123,7 @@ def run_curvature(
         "n_probes": n_probes,
         "h": h,
     }
-    if is_pool:
+    if pool is not None:
         mask = torch.as_tensor(pool["keep"])
         curv = aggregate(torch.stack(per_model), "mean", mask).numpy()
         results.save_array(out_dir, "curvature_max", aggregate(torch.stack(per_model), "max", mask).numpy())
