@@ -37,3 +37,19 @@ def assert_pool_matches_single_runs(
             torch.testing.assert_close(pooled["params"][name][k], w, atol=1e-5, rtol=1e-4)
         summaries.append(s)
     return summaries
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, module: object, name: str, calls: int) -> None:
+    """Ctrl-C as a user would press it: ``module.name`` raises KeyboardInterrupt once, right after its
+    ``calls``-th call returns (train's epoch checkpoint, a pool's chunk save), then behaves normally again."""
+    real = getattr(module, name)
+    count = [0]
+
+    def wrapped(*args: object, **kwargs: object) -> object:
+        out = real(*args, **kwargs)
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(module, name, wrapped)

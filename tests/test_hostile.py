@@ -3,6 +3,7 @@ foreign files give one line and exit code 2, and nothing is created under --out 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import shutil
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after
 
 from flatpriv.cli import main
+
+train_module = importlib.import_module("flatpriv.train")  # the module itself (flatpriv.train is also a function)
 
 ARGV = [x for o in TINY + ["train.epochs=1"] for x in ("--set", o)]
 
@@ -48,7 +51,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("runs")
     cfg, _ = resolve(overrides=TINY)
-    part = Path(train(cfg, out=root, quiet=True, stop_after_epoch=1)["run_dir"])
+    with pytest.MonkeyPatch.context() as mp:
+        interrupt_after(mp, train_module, "_save_checkpoint", 1)
+        part = Path(train(cfg, out=root, quiet=True)["run_dir"])
     done = Path(train(cfg, out=root, quiet=True)["run_dir"])
     one_epoch, _ = resolve(overrides=TINY + ["train.epochs=1"])
     pool = Path(train_pool(one_epoch, 5, out=root, quiet=True, save_weights=True)["run_dir"])
@@ -346,8 +351,8 @@ def test_resume_is_never_stuck_and_a_second_writer_is_refused(runs, tmp_path, ca
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "_finish", killed)  # ... and killed again during the final writes
-    with pytest.raises(KeyboardInterrupt):
-        train_module.resume(part, quiet=True)
+    stopped = train_module.resume(part, quiet=True)  # Ctrl-C is caught: the run says where it can resume
+    assert stopped["finished"] is False and stopped["interrupted_after_epoch"] == 2
     monkeypatch.undo()
     assert not (part / "summary.json").exists() and (part / "checkpoint.pt").exists()
     done = train_module.resume(part, quiet=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_pool_matches_single_runs
+from conftest import TINY, assert_pool_matches_single_runs, interrupt_after
 
 from flatpriv.analyses.attack import ATTACKS
 from flatpriv.cli.main import main
@@ -16,6 +17,8 @@ from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.errors import FlatprivError
 from flatpriv.pools import make_keep, resume_pool, train_models, train_pool
+
+pool_run = importlib.import_module("flatpriv.pools.run")  # the module itself (flatpriv.train is also a function)
 
 
 def test_keep_masks_exact_fraction_and_seeded():
@@ -81,10 +84,11 @@ def test_pool_equals_separate_runs(tmp_path, algorithm):
         assert pooled["test_accuracy"][k] == pytest.approx(s["test_accuracy"], abs=2e-3)
 
 
-def test_pool_resume_equals_uninterrupted(tmp_path):
+def test_pool_resume_equals_uninterrupted(tmp_path, monkeypatch):
     cfg, _ = resolve(overrides=TINY + ["train.epochs=1"])
     full = train_pool(cfg, 4, chunk_size=2, out=tmp_path / "a", quiet=True)
-    part = train_pool(cfg, 4, chunk_size=2, out=tmp_path / "b", quiet=True, stop_after_chunks=1)
+    interrupt_after(monkeypatch, pool_run, "save_chunk", 1)
+    part = train_pool(cfg, 4, chunk_size=2, out=tmp_path / "b", quiet=True)
     assert part["interrupted_after_chunk"] == 1
     done = resume_pool(part["run_dir"], quiet=True)
     for name in ("keep", "train_logits", "test_logits"):
@@ -432,10 +436,11 @@ def test_a_new_dp_row_trains_as_a_single_run_and_a_pool(tmp_path, monkeypatch):
         assert s["releases"] == pooled["releases"][k] == 2 * s["steps"]
 
 
-def test_a_resumed_pool_counts_every_process_time(tmp_path):
+def test_a_resumed_pool_counts_every_process_time(tmp_path, monkeypatch):
     """The summary's wall_seconds of a resumed pool includes the chunks trained before the interruption."""
     cfg, _ = resolve(overrides=TINY + ["train.epochs=1"])
-    part = train_pool(cfg, 4, chunk_size=2, out=tmp_path, quiet=True, stop_after_chunks=1)
+    interrupt_after(monkeypatch, pool_run, "save_chunk", 1)
+    part = train_pool(cfg, 4, chunk_size=2, out=tmp_path, quiet=True)
     assert part["finished"] is False
     first = json.loads((Path(part["run_dir"]) / "pool.json").read_text())["elapsed"]
     assert first > 0

@@ -3,13 +3,14 @@ micro-batching, Noisy-SGD's missing ε, refusals, and resume of a DP run."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after
 from scipy import stats
 
 from flatpriv.cli.main import main
@@ -20,6 +21,8 @@ from flatpriv.privacy.accounting import Ledger, epsilon
 from flatpriv.privacy.sampling import make_generator, poisson_indices
 from flatpriv.step import ALGORITHMS, take_step
 from flatpriv.train import prepare, resume, train
+
+train_module = importlib.import_module("flatpriv.train")  # the module itself (flatpriv.train is also a function)
 
 DP = TINY + ["privacy.noise_seed=7", "privacy.noise_multiplier=1.0", "train.batch_size=128"]
 
@@ -108,10 +111,11 @@ def test_noisy_sgd_reports_no_epsilon(tmp_path):
     assert all(m["epsilon"] is None for m in metrics)
 
 
-def test_dp_run_summary_ledger_and_resume_same_epsilon(tmp_path):
+def test_dp_run_summary_ledger_and_resume_same_epsilon(tmp_path, monkeypatch):
     cfg, _ = resolve(overrides=DP + ["algorithm=dpsat", "train.epochs=3"])
     full = train(cfg, out=tmp_path / "a", quiet=True)
-    part = train(cfg, out=tmp_path / "b", quiet=True, stop_after_epoch=1)
+    interrupt_after(monkeypatch, train_module, "_save_checkpoint", 1)
+    part = train(cfg, out=tmp_path / "b", quiet=True)
     done = resume(part["run_dir"], quiet=True)
     assert done["epsilon"] == full["epsilon"] and done["releases"] == full["releases"]
     a = torch.load(Path(full["run_dir"]) / "model.pt", weights_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import subprocess
 import sys
@@ -11,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after
 
 from flatpriv.cli.main import main
 from flatpriv.config_io import resolve
 from flatpriv.train import resume, train
+
+train_module = importlib.import_module("flatpriv.train")  # the module itself (flatpriv.train is also a function)
 
 
 def _final_weights(run_dir: str) -> dict[str, torch.Tensor]:
@@ -23,10 +26,11 @@ def _final_weights(run_dir: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("algorithm", ["sgd", "vasso"])
-def test_resume_gives_the_same_weights(tmp_path, algorithm):
+def test_resume_gives_the_same_weights(tmp_path, algorithm, monkeypatch):
     cfg, _ = resolve(overrides=TINY + [f"algorithm={algorithm}", "train.epochs=3"])
     full = train(cfg, out=tmp_path / "a", quiet=True)
-    part = train(cfg, out=tmp_path / "b", quiet=True, stop_after_epoch=1)
+    interrupt_after(monkeypatch, train_module, "_save_checkpoint", 1)
+    part = train(cfg, out=tmp_path / "b", quiet=True)
     assert part["interrupted_after_epoch"] == 1
     assert not (Path(part["run_dir"]) / "summary.json").exists()
     done = resume(part["run_dir"], quiet=True)

@@ -106,10 +106,30 @@ def _loop(
     gen: torch.Generator,
     elapsed: float,
     quiet: bool,
-    stop_after_epoch: int | None,
     record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Epochs ``start_epoch`` .. the last; ``record`` is the last finished epoch's metrics (resume)."""
+    """Epochs ``start_epoch`` .. the last, then the final files; returns summary.json with ``finished: true``.
+
+    Interrupted (Ctrl-C) it returns ``finished: false`` with the last epoch whose checkpoint was saved, so the caller
+    can say how to resume (or that nothing can be resumed yet); the run directory stays resumable."""
+    try:
+        return _epochs(s, run_dir, start_epoch, state, gen, elapsed, quiet, record)
+    except KeyboardInterrupt:  # what can be resumed is what the (atomically replaced) checkpoint on disk holds
+        ckpt = run_dir / CHECKPOINT
+        epoch = int(checkpoint.load(run_dir, config_to_dict(s.cfg))["epoch"]) if ckpt.exists() else 0
+        return {"finished": False, "interrupted_after_epoch": epoch, "run_dir": str(run_dir)}
+
+
+def _epochs(
+    s: Setup,
+    run_dir: Path,
+    start_epoch: int,
+    state: Any,
+    gen: torch.Generator,
+    elapsed: float,
+    quiet: bool,
+    record: dict[str, Any] | None,
+) -> dict[str, Any]:
     cfg, data = s.cfg, s.data
     params = dict(s.model.named_parameters())
     n = len(data.y_train)
@@ -164,8 +184,6 @@ def _loop(
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
         bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
-            return {"finished": False, "interrupted_after_epoch": epoch + 1}
     bar.close()
     return _finish(s, run_dir, record)
 
@@ -243,12 +261,11 @@ def train(
     name: str = "custom",
     out: str | Path = "runs",
     quiet: bool = False,
-    stop_after_epoch: int | None = None,
     subset: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Train one model into a new run directory under ``out``; returns summary.json's contents.
+    """Train one model into a new run directory under ``out``; returns summary.json's contents (``finished: true``),
+    or after Ctrl-C ``finished: false``, ``interrupted_after_epoch`` and the run directory to resume.
 
-    ``stop_after_epoch`` ends the run early as an interruption would (the run stays resumable);
     ``subset`` trains on those training positions only (not resumable: the subset is not saved).
     """
     s = prepare(cfg, subset)
@@ -258,21 +275,21 @@ def train(
         results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
         gen = torch.Generator().manual_seed(cfg.seed)
         state = s.pipeline.init(dict(s.model.named_parameters()))
-        out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet, stop_after_epoch)
+        out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary
 
 
-def resume(run_dir: str | Path, quiet: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
+def resume(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
     """Continue an interrupted run from its last epoch checkpoint, in the same run directory."""
     run_dir = Path(run_dir)
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"--resume {run_dir}: not a run directory (no config.json)")
     with results.locked(run_dir):  # the checks below too: another writer may be finishing the run right now
-        return _resume(run_dir, quiet, stop_after_epoch)
+        return _resume(run_dir, quiet)
 
 
-def _resume(run_dir: Path, quiet: bool, stop_after_epoch: int | None) -> dict[str, Any]:
+def _resume(run_dir: Path, quiet: bool) -> dict[str, Any]:
     if (run_dir / "summary.json").exists():
         raise FlatprivError(f"--resume {run_dir}: this run already finished (summary.json exists)")
     ckpt_path = run_dir / CHECKPOINT
@@ -301,6 +318,6 @@ def _resume(run_dir: Path, quiet: bool, stop_after_epoch: int | None) -> dict[st
     results.write_jsonl(run_dir / "metrics.jsonl", metrics)
     state = checkpoint.to_device(ckpt["pipeline_state"], device)
     last = metrics[-1] if metrics else None  # an interrupt during the final writes: _finish needs it again
-    out_summary = _loop(s, run_dir, epoch, state, gen, elapsed, quiet, stop_after_epoch, last)
+    out_summary = _loop(s, run_dir, epoch, state, gen, elapsed, quiet, last)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary

@@ -26,9 +26,12 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if not summary.get("finished", True):
+            epoch = summary["interrupted_after_epoch"]
             print(
-                f"stopped after epoch {summary['interrupted_after_epoch']}; continue with "
-                f"`flatpriv train --resume {summary['run_dir']}`"
+                f"interrupted after epoch {epoch}; continue with `flatpriv train --resume {summary['run_dir']}`"
+                if epoch
+                else "interrupted before the first epoch ended: nothing to resume (the run directory holds no "
+                "checkpoint)"
             )
         else:
             print(
@@ -76,7 +79,12 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
         )
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
-        if "models" in summary:
+        if not summary.get("finished", True):
+            print(
+                f"interrupted after {summary['interrupted_after_chunk']} finished chunk(s); continue with "
+                f"`flatpriv pool --resume {summary['run_dir']}`"
+            )
+        elif "models" in summary:
             print(
                 f"pool of {summary['models']} {summary['algorithm']} models on {summary['dataset']}/"
                 f"{summary['model']}: mean test accuracy {summary['test_accuracy']:.4f} "

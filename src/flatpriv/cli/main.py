@@ -304,12 +304,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"flatpriv: error: {_one_line(e)}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write("flatpriv: interrupted; a training run can be continued with --resume RUN_DIR\n")
+    except KeyboardInterrupt:  # outside a run's own loop (set-up, analyses): nothing resumable was left
+        sys.stderr.write("flatpriv: interrupted\n")
         return 130
     if args.json:
         print(dumps(result))
-    return 0
+    return 130 if result.get("finished") is False else 0  # an interrupted run says how to resume, then exits 130
 
 
 if __name__ == "__main__":  # pragma: no cover

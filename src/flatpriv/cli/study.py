@@ -70,6 +70,12 @@ def cmd_study(a: argparse.Namespace) -> dict[str, Any]:
         on_stage=progress,
     )
     if not a.json:
-        print((Path(summary["run_dir"]) / "claims.txt").read_text(), end="")
-        print(f"report: {summary['report']}")
+        if not summary.get("finished", True):
+            print(
+                f"interrupted during stage {summary['interrupted_at_stage']}; finished stages are kept: continue "
+                f"with `flatpriv study --resume {summary['run_dir']}`"
+            )
+        else:
+            print((Path(summary["run_dir"]) / "claims.txt").read_text(), end="")
+            print(f"report: {summary['report']}")
     return summary

@@ -40,7 +40,6 @@ def _run_chunks(
     quiet: bool,
     backend: str = "local",
     ray_address: str | None = None,
-    stop_after_chunks: int | None = None,
 ) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
@@ -70,13 +69,16 @@ def _run_chunks(
     if backend == "ray":
         run_on_ray(run_dir, todo, args, ray_address, quiet, pool.to_dict())
     else:
-        for done, (c, start) in enumerate(tqdm(todo, desc="pool", unit="chunk", disable=quiet or None)):
-            t_chunk = time.perf_counter()
-            save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", chunk_arrays(*args(start)))
-            pool.elapsed += time.perf_counter() - t_chunk  # saved with the chunk: a later resume counts it
-            pool.save(run_dir)
-            if stop_after_chunks and done + 1 >= stop_after_chunks and done + 1 < len(todo):
-                return {"run_dir": str(run_dir), "finished": False, "interrupted_after_chunk": c + 1}
+        try:
+            for c, start in tqdm(todo, desc="pool", unit="chunk", disable=quiet or None):
+                t_chunk = time.perf_counter()
+                arrays = chunk_arrays(*args(start))
+                pool.elapsed += time.perf_counter() - t_chunk  # recorded before the chunk: a later resume counts it
+                pool.save(run_dir)
+                save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", arrays)
+        except KeyboardInterrupt:  # every saved chunk is kept: `flatpriv pool --resume` trains the rest
+            done = sum(chunk_done(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts)))
+            return {"run_dir": str(run_dir), "finished": False, "interrupted_after_chunk": done}
     parts = [results.load_array(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
     for key in ("train_logits", "test_logits"):
         results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
@@ -165,7 +167,6 @@ def train_pool(
     out: str | Path = "runs",
     quiet: bool = False,
     save_weights: bool = False,
-    stop_after_chunks: int | None = None,
     canaries: int = 0,
     backend: str = "local",
     ray_address: str | None = None,
@@ -218,7 +219,7 @@ def train_pool(
         if canaries:
             results.save_array(run_dir, "canaries", pos)
             results.save_array(run_dir, "canary_labels", wrong)
-        return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address, stop_after_chunks)
+        return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address)
 
 
 def resume_pool(

@@ -103,7 +103,16 @@ def run(spec: StudySpec, ctx: Context, quick: bool, on_stage: Callable[[str, boo
         cached = (ctx.run_dir / STAGES_DIR / f"{stage.name}.json").exists()
         if on_stage:
             on_stage(stage.name, cached)
-        ctx.done[stage.name] = _record(ctx, stage)
+        try:
+            ctx.done[stage.name] = _record(ctx, stage)
+        except KeyboardInterrupt:  # finished stages are kept; `flatpriv study --resume` does the rest
+            return {
+                "kind": "study",
+                "study": spec.name,
+                "finished": False,
+                "interrupted_at_stage": stage.name,
+                "run_dir": str(ctx.run_dir),
+            }
     verdicts, sections = spec.analyse(ctx)
     cost = Section("Cost").text(
         f"Wall time of each stage on this machine ({ctx.device}); a stage finished in an "
@@ -150,6 +159,7 @@ def run(spec: StudySpec, ctx: Context, quick: bool, on_stage: Callable[[str, boo
         "stage_seconds": round(total, 1),
         "report": str(ctx.run_dir / "report.html"),
         "run_dir": str(ctx.run_dir),
+        "finished": True,
     }
     results.write_json(ctx.run_dir / "summary.json", summary)
     return summary

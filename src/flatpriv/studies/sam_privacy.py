@@ -217,6 +217,8 @@ def _pool_stage(name: str, preset: str, overrides: list[str], models: int) -> St
         summary = train_pool(
             cfg, models, keep_fraction=0.5, name=name, out=ctx.run_dir / "pools", quiet=ctx.quiet, backend=ctx.backend
         )
+        if not summary.get("finished", True):  # Ctrl-C inside the pool: the stage is not finished
+            raise KeyboardInterrupt
         return {"run_dir": summary["run_dir"], "summary": summary, "overrides": overrides}
 
     return Stage(name, run, "pool")
