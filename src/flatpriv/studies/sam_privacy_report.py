@@ -180,7 +180,8 @@ def _r2_section(ctx: Context, ds: str, m: dict[str, dict[str, np.ndarray]], sam_
             "TPR @ 1 % FPR",
             f"{ds}: attack success per memorization bin",
         ),
-        f"{ds}: LiRA TPR@1%FPR on members binned by FZ memorization (members per bin: SGD {list(sgd['tpr_by_mem_n'])})",
+        f"{ds}: LiRA TPR@1%FPR on members binned by FZ memorization (members per bin: SGD "
+        f"{[int(v) for v in sgd['tpr_by_mem_n']]})",
     )
     r2.text(
         f"Mean Var_k(φ) over OUT models: SGD {fmt(float(np.nanmean(sgd['out_phi_var'])))}, "
