@@ -132,6 +132,7 @@ def test_unwritable_out_gives_one_line(tmp_path, capsys):
     blocker.write_text("x")
     # --out below a regular file: the OS refuses to create it (the same path an unwritable or full disk takes)
     _one_line_refusal(*_cli(capsys, "train", *ARGV, "--out", str(blocker / "runs"))[::2], str(blocker))
+    assert blocker.read_text() == "x"  # nothing was written in its place
 
 
 def _numeric_keys() -> list[tuple[str, type]]:

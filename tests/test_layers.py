@@ -127,4 +127,5 @@ def test_root_holds_about_ten_modules() -> None:
 
 def test_accounting_audit_attacks_memorization_load_no_torch() -> None:
     code = f"import sys\nfor m in {TORCH_FREE!r}: __import__(m)\nassert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -4,6 +4,7 @@ Each command parses, calls one library function and prints; errors are one line 
 Imports: anything in flatpriv (it is the top layer); nothing imports it except ``flatpriv.__main__``.
 """
 
-from .main import build_parser, main
+from .main import main
+from .parser import build_parser
 
 __all__ = ["build_parser", "main"]
