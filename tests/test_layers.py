@@ -18,6 +18,7 @@ import flatpriv
 PACKAGE = Path(flatpriv.__file__).parent
 BASE = {"errors", "tree", "config"}  # leaves everyone may use
 STACK = BASE | {"privacy", "step", "data", "models", "results", "checkpoint", "plots", "memorization", "attacks"}
+STACK |= {"dynamics"}
 LAYERS: dict[str, set[str]] = {
     "errors": set(),
     "tree": set(),
@@ -30,6 +31,7 @@ LAYERS: dict[str, set[str]] = {
     "data": {"config", "errors"},
     "attacks": {"errors"},
     "memorization": {"errors"},
+    "dynamics": {"errors"},
     "privacy": BASE | {"attacks"},  # the audit reads the attacks' array helpers
     "step": BASE | {"privacy"},
     "train": STACK,

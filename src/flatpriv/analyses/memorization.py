@@ -28,6 +28,11 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
         name: results.load_array(run_dir / "arrays" / f"{name}.npy")
         for name in ("keep", "train_logits", "test_logits", "train_labels", "test_labels")
     }
+    if arrays["keep"].all():
+        raise FlatprivError(
+            f"{run_dir}: every model was trained on every example (--keep 1, a seed sweep): memorization and "
+            "attacks need models that left each example out"
+        )
     arrays["train_logits"] = arrays["train_logits"].astype(np.float32)
     arrays["test_logits"] = arrays["test_logits"].astype(np.float32)
     check_pool(

@@ -91,7 +91,13 @@ def _pool_parsers(sub: Any) -> None:
     )
     _config_args(p)
     p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
-    p.add_argument("--keep", type=finite, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
+    p.add_argument(
+        "--keep",
+        type=finite,
+        default=0.5,
+        metavar="R",
+        help="fraction of examples per model (0.5); 1: every model on all examples, a seed sweep",
+    )
     p.add_argument(
         "--keep-mode",
         choices=["exact", "bernoulli"],

@@ -19,7 +19,7 @@ from .. import results
 from ..errors import FlatprivError
 from .runner import Context, StudySpec, run
 
-STUDIES = {"sam-privacy": "sam_privacy"}
+STUDIES = {"sam-privacy": "sam_privacy", "noisy-sgd-bias": "noisy_sgd_bias"}
 
 
 def get_study(name: str) -> StudySpec:

@@ -181,3 +181,29 @@ def ci(v: np.ndarray, s: dict[str, Any]) -> tuple[float, tuple[float, float]]:
     """The mean of ``v`` and its bootstrap interval, as (value, (low, high))."""
     value, lo, hi = mean_ci(v, s["resamples"], s["seed"])
     return value, (lo, hi)
+
+
+def sign_test(diffs: np.ndarray, unit: str, label: str = "", level: float = 0.05) -> Measurement:
+    """The paired sign test of "diff > 0" as a :class:`Measurement`: the median of the paired differences and its
+    distribution-free order-statistic interval [d_(k), d_(m+1−k)], with k the largest index such that
+    P(Bin(m, ½) ≤ k − 1) ≤ ``level`` (m nonzero differences; ties dropped, as the sign test drops them).
+
+    By duality the interval's low end is above 0 exactly when the one-sided sign test rejects "median ≤ 0" at
+    ``level`` (p = P(Bin(m, ½) ≥ #positive)), and its high end is below 0 exactly when the opposite one-sided test
+    rejects; so the "> 0" rule is the sign test at p < ``level`` each way. The note gives both p-values.
+    """
+    from scipy.stats import binom
+
+    d = np.asarray(diffs, dtype=float)
+    d = np.sort(d[np.isfinite(d) & (d != 0)])
+    m = len(d)
+    positive = int((d > 0).sum())
+    p_up = float(binom.sf(positive - 1, m, 0.5)) if m else 1.0
+    p_down = float(binom.cdf(positive, m, 0.5)) if m else 1.0
+    k = int((binom.cdf(np.arange(m), m, 0.5) <= level).sum())  # P(Bin ≤ k−1) ≤ level for k = 1..this
+    if m == 0 or k == 0:
+        low, high = float("-inf"), float("inf")
+    else:
+        low, high = float(d[k - 1]), float(d[m - k])
+    note = f"{positive} of {m} positive; one-sided sign test p = {p_up:.2g} (>), {p_down:.2g} (<)"
+    return Measurement(float(np.median(d)) if m else 0.0, low, high, m, unit, ">", 0.0, label, note)
