@@ -141,7 +141,7 @@ def test_resume_refuses_another_study_and_a_damaged_directory(tmp_path, capsys):
     (damaged / "config.json").write_text("{not json")
     wrong = tmp_path / "study-other"
     wrong.mkdir()
-    (wrong / "config.json").write_text(json.dumps({"kind": "study", "study": "noisy-sgd-bias", "settings": {}}))
+    (wrong / "config.json").write_text(json.dumps({"kind": "study", "study": "no-such-study", "settings": {}}))
     for run, message in (
         (other, "not a study run directory"),
         (damaged, "not valid JSON"),
@@ -152,7 +152,7 @@ def test_resume_refuses_another_study_and_a_damaged_directory(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert main(["study", "sam-privacy", "--resume", str(wrong)]) == 2
-    assert "holds study 'noisy-sgd-bias'" in capsys.readouterr().err
+    assert "holds study 'no-such-study'" in capsys.readouterr().err
 
 
 def test_list_names_every_study(capsys):

@@ -11,8 +11,9 @@ discrete steps and the noise shrink it, and α∞ = √(w₊ ⊙ w₋) at the en
 paper's theory describes: the limit solves min φ_{α∞}(β) s.t. Xβ = y (hyperbolic entropy, Woodworth et al. 2020),
 which favours sparse β as α∞ → 0.
 
-All S seeds × M noise levels are one float64 tensor computation; seed s draws its batches and noise from its own
-generator in fixed-size blocks, so a seed's trajectory does not depend on which other seeds run beside it.
+All S seeds × M noise levels are one float64 tensor computation. Seed s draws its batches from one generator and
+its noise from another, in fixed-size blocks, so a seed's trajectory does not depend on which other seeds run
+beside it, and every noise level of a seed follows the same sequence of examples (σ = 0 is SGD exactly).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
-def sparse_problem(seeds: Sequence[int], n: int = 40, d: int = 100, sparsity: int = 5, value: float = 1.0) -> Problem:
+def sparse_problem(seeds: Sequence[int], n: int = 40, d: int = 100, sparsity: int = 5, value: float = 0.2) -> Problem:
     """x_i ~ N(0, I_d); β* has ``sparsity`` entries ±``value`` (random support and signs), y = Xβ* (noiseless)."""
     if not 0 < sparsity <= d or n < 1:
         raise FlatprivError(f"sparsity {sparsity}, n {n}, d {d}: need 0 < sparsity ≤ d and n ≥ 1")
@@ -97,14 +98,16 @@ class DLNRun:
 
 
 def _draws(
-    gens: list[torch.Generator], k: int, m: int, batch: int | None, n: int, d: int, noisy: bool
+    gens: list[tuple[torch.Generator, torch.Generator]], k: int, m: int, batch: int | None, n: int, d: int, noisy: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Seed s's next block of k steps from its own generator: batch indices [S, k, M, b] and noise [S, k, M, 2, d]."""
+    """Seed s's next block of k steps: batch indices [S, k, b] from its batch stream, shared by every noise level
+    (so σ rows are paired on one sample path, and σ = 0 is SGD exactly), and noise [S, k, M, 2, d] from its
+    noise stream."""
     idx = z = None
     if batch is not None:
-        idx = torch.stack([torch.randint(0, n, (k, m, batch), generator=g) for g in gens])
+        idx = torch.stack([torch.randint(0, n, (k, batch), generator=g) for g, _ in gens])
     if noisy:
-        z = torch.stack([torch.randn(k, m, 2, d, generator=g, dtype=F64) for g in gens])
+        z = torch.stack([torch.randn(k, m, 2, d, generator=g, dtype=F64) for _, g in gens])
     return idx, z
 
 
@@ -136,8 +139,8 @@ def train_dln(
     wm = wp.clone()
     X, y = problem.X, problem.y
     noisy = bool((sig > 0).any())
-    gens = [_generator(seed, 1) for seed in problem.seeds]
-    rows = torch.arange(s).view(s, 1, 1)
+    gens = [(_generator(seed, 1), _generator(seed, 4)) for seed in problem.seeds]
+    rows = torch.arange(s).view(s, 1)
     dist, losses, recorded = [], [], []
     idx = z = None
     for t in range(steps):
@@ -149,8 +152,9 @@ def train_dln(
         if batch is None:
             g = torch.einsum("smn,snd->smd", r, X) / n
         else:
-            i = idx[:, j]  # type: ignore[index]  # [S, M, b]
-            g = torch.einsum("smb,smbd->smd", r.gather(-1, i), X[rows, i]) / batch
+            i = idx[:, j]  # type: ignore[index]  # [S, b]
+            rb = r.gather(-1, i[:, None, :].expand(s, m, -1))  # [S, M, b]
+            g = torch.einsum("smb,sbd->smd", rb, X[rows, i]) / batch
         if t % record_every == 0:
             recorded.append(t)
             dist.append(((beta - problem.beta_star[:, None]) ** 2).sum(-1))

@@ -176,7 +176,10 @@ def _batch(ctx: Context) -> tuple[Result, Section]:
         xb = np.repeat(np.array(bs, float)[:, None], n_seeds, 1)
 
         def rho(i: np.ndarray, acc: np.ndarray = acc, xb: np.ndarray = xb) -> float:
-            return float(spearmanr(xb[:, i].ravel(), acc[:, i].ravel()).statistic)
+            a = acc[:, i].ravel()
+            if np.ptp(a) == 0:  # every model equally accurate: the rank correlation is undefined
+                return float("nan")
+            return float(spearmanr(xb[:, i].ravel(), a).statistic)
 
         rng = np.random.default_rng(rng_seed)
         value = rho(np.arange(n_seeds))
