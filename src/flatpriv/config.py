@@ -97,6 +97,7 @@ class PrivacyConfig:
     clip_method: str = "auto"  # auto | ghost | vmap
     physical_batch_size: int = 0  # largest micro-batch evaluated at once (0: the whole logical batch)
     allow_large_delta: bool = False  # true: accept δ ≥ 1/N (such a δ permits publishing an example outright)
+    secure_rng: bool = False  # true: noise and Poisson sampling from os.urandom (secure, not repeatable)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from .errors import FlatprivError
 from .memorization.curvature import input_curvature
 from .models import build_model, count_parameters
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
-from .privacy.sampling import poisson_indices
+from .privacy.sampling import noise_source, poisson_indices
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 
 CHECKPOINT = checkpoint.CHECKPOINT
@@ -241,14 +241,16 @@ def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
     p = s.private
     if p is None:
         return privacy_summary("plain")
+    source = noise_source(s.cfg.privacy.secure_rng, s.cfg.privacy.noise_seed)
     if not p.accounted:
-        return privacy_summary("noisy", p.noise_multiplier)
+        return privacy_summary("noisy", p.noise_multiplier, noise_source=source)
     return privacy_summary(
         "dp",
         p.noise_multiplier,
         last["epsilon"],
         p.delta,
         p.accountant,
+        noise_source=source,
         sample_rate=p.sample_rate,
         clip_norm=s.cfg.privacy.clip_norm,
         releases=p.privatizer.ledger.releases,

@@ -49,6 +49,8 @@ def _print_privacy(summary: dict[str, Any]) -> None:
         print(f"privacy: epsilon = {summary['epsilon']:.4f} at delta = {summary['delta']:g}; {summary['accountant']}")
     elif summary.get("epsilon_note"):
         print(f"privacy: none ({summary['epsilon_note']})")
+    if summary.get("noise_source"):
+        print(f"privacy: noise and Poisson sampling from {summary['noise_source']}")
 
 
 def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
