@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,3 +155,164 @@ def test_secure_rng_refuses_a_seed_and_non_private_rows_and_works_for_pools(tmp_
     models = [json.loads(line) for line in (run / "models.jsonl").read_text().splitlines()]
     expected = sum(8 * 3 * round(1 / m["sample_rate"]) * (m["kept"] + noise) for m in models)
     assert drawn[0] == expected
+
+
+# --- image files from data.root --------------------------------------------------------------------------------
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes() + arr.astype(np.uint8).tobytes()
+
+
+def _mnist(root: Path, n_train: int = 30, n_test: int = 10) -> Path:
+    rng = np.random.default_rng(0)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(_idx(rng.integers(0, 256, (n, 28, 28))))
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(_idx(np.arange(n) % 10))
+    return raw
+
+
+def _cifar(root: Path, labels: list[int]) -> None:
+    import pickle
+
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = np.zeros((len(labels), 3072), dtype=np.uint8)
+        with (base / name).open("wb") as f:
+            pickle.dump({b"data": x, b"labels": labels}, f, protocol=2)
+
+
+def test_bad_idx_headers_and_out_of_range_labels_give_one_line(tmp_path, capsys):
+    from flatpriv.config import DataConfig
+    from flatpriv.data import load_data
+
+    raw = _mnist(tmp_path / "ok")
+    assert len(load_data(DataConfig(name="mnist", root=str(tmp_path / "ok"))).y_train) == 30  # the files are valid
+    out = tmp_path / "runs"
+    images = (raw / "train-images-idx3-ubyte").read_bytes()
+    labels = (raw / "train-labels-idx1-ubyte").read_bytes()
+    cases = {
+        "more dimensions than the file holds": ("train-images-idx3-ubyte", images[:3] + bytes([200]) + images[4:20]),
+        "a negative dimension": ("train-images-idx3-ubyte", images[:4] + np.int32(-30).astype(">i4").tobytes()),
+        "dimensions whose product wraps around int64": (
+            "train-images-idx3-ubyte",
+            bytes([0, 0, 8, 3]) + np.array([2**31 - 1] * 3, dtype=">i4").tobytes() + images[16:],
+        ),
+        "float pixels": ("train-images-idx3-ubyte", images[:2] + bytes([0x0D]) + images[3:]),
+        "a label 10": ("train-labels-idx1-ubyte", labels[:-1] + bytes([10])),
+        "a label 255": ("t10k-labels-idx1-ubyte", _idx(np.full(10, 255))),
+        "no examples": ("train-labels-idx1-ubyte", _idx(np.zeros(0))),
+        "a header only": ("train-images-idx3-ubyte", images[:4]),
+    }
+    for what, (name, blob) in cases.items():
+        root = tmp_path / what.replace(" ", "_")
+        _mnist(root)
+        if what == "no examples":
+            (root / "MNIST/raw/train-images-idx3-ubyte").write_bytes(_idx(np.zeros((0, 28, 28))))
+        (root / "MNIST" / "raw" / name).write_bytes(blob)
+        argv = ["train", "--set", "data.name=mnist", "--set", f"data.root={root}", "--set", "train.epochs=1"]
+        code, _, err = _cli(capsys, *argv, "--out", str(out))
+        _one_line_refusal(code, err, "data.root")
+        assert name.split("-")[0] in err or "MNIST" in err, (what, err)
+    for bad in ([0, 10], [-1, 3], [2**70, 1]):  # CIFAR-10 labels out of 0..9, and one too large for int64
+        _cifar(tmp_path / f"cifar{bad[0]}", bad)
+        argv = ["train", "--set", "data.name=cifar10", "--set", f"data.root={tmp_path / f'cifar{bad[0]}'}"]
+        _one_line_refusal(*_cli(capsys, *argv, "--out", str(out))[::2], "data_batch_1")
+    assert not out.exists()
+
+
+# --- a full disk, a read-only --out -------------------------------------------------------------------------
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch, full_from: Callable[[str], bool]) -> None:
+    """Every file flatpriv writes (JSON, arrays, checkpoints, model.pt, chunks) goes through ``open`` in
+    flatpriv.results; from the first path for which ``full_from`` is true on, that open gets /dev/full, whose writes
+    fail with ENOSPC exactly as a full disk's do. The lock file is left alone: it is flock-ed (which /dev/full
+    refuses) and holds a few bytes, which a full disk's last free block takes."""
+    from flatpriv import results
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    real, full = open, [False]
+
+    def opener(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if any(c in mode for c in "wax+") and not str(file).endswith(".lock"):
+            full[0] = full[0] or full_from(str(file))
+            if full[0]:
+                return real("/dev/full", mode.replace("x", "w"), *args, **kwargs)
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(results, "open", opener, raising=False)
+
+
+def _nth(fragment: str, n: int) -> Callable[[str], bool]:
+    seen = [0]
+
+    def hit(path: str) -> bool:
+        seen[0] += fragment in path
+        return seen[0] >= n
+
+    return hit
+
+
+def test_a_full_disk_gives_one_line_and_keeps_only_what_can_resume(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "runs"
+    out.mkdir()
+    argv = _sets(TINY)
+    with pytest.MonkeyPatch.context() as mp:  # full from the start: nothing of the run is left
+        _disk_full(mp, lambda p: True)
+        for cmd in (["train"], ["pool", "--models", "2"]):
+            _one_line_refusal(*_cli(capsys, *cmd, *argv, "--out", str(out))[::2], "No space left on device")
+            assert list(out.iterdir()) == []
+    with pytest.MonkeyPatch.context() as mp:  # full at the second epoch's checkpoint: epoch 1 is kept
+        _disk_full(mp, _nth("checkpoint.pt", 2))
+        code, _, err = _cli(capsys, "train", *argv, "--out", str(out))
+    _one_line_refusal(code, err, "No space left on device")
+    (run,) = out.iterdir()
+    assert f"continue with `flatpriv train --resume {run}`" in err and "checkpoint.pt" in err
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".") and p.name != ".lock") == []
+    # once there is room again the run resumes, and ends as the run the disk never interrupted
+    code, _, err = _cli(capsys, "train", "--resume", str(run), "--quiet")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "train", *argv, "--out", str(tmp_path / "ref"), "--quiet")
+    (ref,) = (tmp_path / "ref").iterdir()
+    for a, b in zip(_weights(run).values(), _weights(ref).values()):
+        assert torch.equal(a, b)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # an analysis stopped by a full disk leaves no directory either
+    with pytest.MonkeyPatch.context() as mp:
+        _disk_full(mp, lambda p: "summary.json" in p)
+        code, _, err = _cli(capsys, "curvature", str(run), "--probes", "1", "--out", str(tmp_path / "c"))
+    _one_line_refusal(code, err, "summary.json: No space left on device")
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_read_only_out_gives_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    if os.geteuid() != 0:  # a real read-only directory (root writes through permission bits)
+        out.chmod(0o555)
+        try:
+            _one_line_refusal(*_cli(capsys, "train", *_sets(TINY), "--out", str(out))[::2], "Permission denied")
+        finally:
+            out.chmod(0o755)
+    real = Path.mkdir
+
+    def read_only(self: Path, *args: Any, **kwargs: Any) -> None:  # what mkdir(2) says on a read-only mount
+        if str(self).startswith(str(out)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    for cmd in (["train"], ["pool", "--models", "2"]):
+        code, _, err = _cli(capsys, *cmd, *_sets(TINY), "--out", str(out / "sub"))
+        _one_line_refusal(code, err, "Read-only file system")
+        assert str(out / "sub") in err
+    assert list(out.iterdir()) == []

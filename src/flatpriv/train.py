@@ -191,7 +191,7 @@ def _epochs(
 def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
     cfg, data = s.cfg, s.data
     if cfg.train.save_model:
-        torch.save(s.model.state_dict(), run_dir / "model.pt")
+        results.write_file(run_dir / "model.pt", lambda f: torch.save(s.model.state_dict(), f))
     if cfg.train.save_logits:
         for split, x in (("train", data.x_train), ("test", data.x_test)):
             logits = predict(s.model, x, cfg.train.eval_batch_size)
@@ -271,13 +271,14 @@ def train(
     ``subset`` trains on those training positions only (not resumable: the subset is not saved).
     """
     s = prepare(cfg, subset)
-    run_dir = results.new_run_dir(out, "train", name)
-    with results.locked(run_dir):
-        results.write_json(run_dir / "config.json", config_to_dict(cfg))
-        results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
-        gen = torch.Generator().manual_seed(cfg.seed)
-        state = s.pipeline.init(dict(s.model.named_parameters()))
-        out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
+    with results.discard_on_os_error():  # a full disk before the first checkpoint leaves no directory behind
+        run_dir = results.new_run_dir(out, "train", name)
+        with results.locked(run_dir):
+            results.write_json(run_dir / "config.json", config_to_dict(cfg))
+            results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
+            gen = torch.Generator().manual_seed(cfg.seed)
+            state = s.pipeline.init(dict(s.model.named_parameters()))
+            out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary
 

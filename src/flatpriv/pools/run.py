@@ -213,16 +213,17 @@ def train_pool(
         memory_budget_gib=memory_budget,
         model_seeds=f"seed + k for k in 0..{n_models - 1}",
     )
-    run_dir = results.new_run_dir(out, "pool", name)
-    with results.locked(run_dir):
-        results.write_json(run_dir / "config.json", config_to_dict(cfg))
-        results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
-        pool.save(run_dir)
-        results.save_array(run_dir, "keep", keep)
-        if canaries:
-            results.save_array(run_dir, "canaries", pos)
-            results.save_array(run_dir, "canary_labels", wrong)
-        return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address)
+    with results.discard_on_os_error():  # a full disk before the first chunk leaves no directory behind
+        run_dir = results.new_run_dir(out, "pool", name)
+        with results.locked(run_dir):
+            results.write_json(run_dir / "config.json", config_to_dict(cfg))
+            results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
+            pool.save(run_dir)
+            results.save_array(run_dir, "keep", keep)
+            if canaries:
+                results.save_array(run_dir, "canaries", pos)
+                results.save_array(run_dir, "canary_labels", wrong)
+            return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address)
 
 
 def resume_pool(
