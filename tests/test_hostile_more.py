@@ -316,3 +316,32 @@ def test_a_read_only_out_gives_one_line(tmp_path, capsys, monkeypatch):
         _one_line_refusal(code, err, "Read-only file system")
         assert str(out / "sub") in err
     assert list(out.iterdir()) == []
+
+
+# --- pool --resume options ------------------------------------------------------------------------------------
+
+
+def test_pool_resume_refuses_every_option_that_pool_json_fixes(tmp_path, capsys):
+    from flatpriv.config_io import resolve
+    from flatpriv.pools import train_pool
+
+    cfg, _ = resolve(overrides=TINY + ["train.epochs=1"])
+    pool = Path(train_pool(cfg, 2, out=tmp_path, quiet=True)["run_dir"])
+    (pool / "summary.json").unlink()  # unfinished: its chunks are saved, the final arrays not yet
+    before = sorted(p.name for p in pool.rglob("*"))
+    for option in (
+        ["--models", "8"],
+        ["--keep", "0.9"],
+        ["--keep-mode", "bernoulli"],
+        ["--chunk-size", "1"],
+        ["--memory-budget", "0.5"],
+        ["--save-weights"],
+        ["--canaries", "0"],
+    ):
+        code, _, err = _cli(capsys, "pool", "--resume", str(pool), *option)
+        _one_line_refusal(code, err, f"drop {option[0]}")
+    code, _, err = _cli(capsys, "pool", "--resume", str(pool), "--models", "8", "--keep", "0.9")
+    _one_line_refusal(code, err, "drop --models/--keep")
+    assert sorted(p.name for p in pool.rglob("*")) == before  # nothing was touched
+    code, out, err = _cli(capsys, "pool", "--resume", str(pool), "--quiet")
+    assert code == 0 and "pool of 2 sgd models" in out, err

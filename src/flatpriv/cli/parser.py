@@ -90,12 +90,12 @@ def _pool_parsers(sub: Any) -> None:
         "model has (models.jsonl has each model's own).",
     )
     _config_args(p)
-    p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
-    p.add_argument("--keep", type=finite, default=0.5, metavar="R", help="fraction of examples per model (0.5)")
+    # Pool-shape options default to None so that `--resume` can tell they were given (and refuse them).
+    p.add_argument("--models", type=int, metavar="K", help="number of models (default 16)")
+    p.add_argument("--keep", type=finite, metavar="R", help="fraction of examples per model (0.5)")
     p.add_argument(
         "--keep-mode",
         choices=["exact", "bernoulli"],
-        default="exact",
         help="exact: every model keeps round(R*N) examples (default); bernoulli: each example joins "
         "each model with probability R (LiRA's masks)",
     )
@@ -116,7 +116,6 @@ def _pool_parsers(sub: Any) -> None:
     p.add_argument(
         "--canaries",
         type=int,
-        default=0,
         metavar="N",
         help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone",
     )
