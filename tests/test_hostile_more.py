@@ -345,3 +345,73 @@ def test_pool_resume_refuses_every_option_that_pool_json_fixes(tmp_path, capsys)
     assert sorted(p.name for p in pool.rglob("*")) == before  # nothing was touched
     code, out, err = _cli(capsys, "pool", "--resume", str(pool), "--quiet")
     assert code == 0 and "pool of 2 sgd models" in out, err
+
+
+# --- integers too large to run -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pool", "--models", "HUGE"],
+        ["pool", "--chunk-size", "HUGE"],
+        ["pool", "--canaries", "HUGE"],
+        ["memorization", "RUN", "--buckets", "HUGE"],
+        ["attack", "RUN", "--bootstrap", "HUGE"],
+        ["attack", "RUN", "--seed", "HUGE"],
+        ["curvature", "RUN", "--probes", "HUGE"],
+        ["curvature", "RUN", "--seed", "HUGE"],
+        ["privacy", "epsilon", "--noise-multiplier", "1", "--sample-rate", "0.1", "--steps", "HUGE"],
+        [
+            "privacy",
+            "epsilon",
+            "--noise-multiplier",
+            "1",
+            "--sample-rate",
+            "0.1",
+            "--steps",
+            "9",
+            "--releases-per-step",
+            "HUGE",
+        ],
+        ["privacy", "calibrate", "--target-epsilon", "1", "--sample-rate", "0.1", "--steps", "HUGE"],
+    ],
+)
+def test_integer_options_refuse_huge_values(argv, tmp_path, capsys):
+    out = [] if argv[0] == "privacy" else ["--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        main([str(10**12) if a == "HUGE" else tmp_path.as_posix() if a == "RUN" else a for a in argv] + out)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most" in err and argv[argv.index("HUGE") - 1] in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bounded_settings_whose_product_is_too_large_are_refused_before_anything_is_written(tmp_path, capsys):
+    out, images = tmp_path / "runs", tmp_path / "images"
+    _mnist(images)
+    for overrides, fragment in (
+        (["model.width=65536", "model.depth=64"], "parameters"),  # each within its bound, the MLP is 2.7e11
+        (["model.name=resnet", "data.name=mnist", f"data.root={images}", "model.depth=40"], "channels"),
+        (["data.name=synthetic-longtail", "data.num_classes=1000", "data.dim=100000"], "numbers"),
+        # 25 000 DP steps per epoch for 100 000 epochs: more releases than the accountant can compose
+        (
+            ["data.name=synthetic-longtail", "data.num_classes=1000", "data.typical_per_class=20"]
+            + ["algorithm=dpsgd", "privacy.noise_multiplier=1", "privacy.sample_rate=4e-5", "train.epochs=100000"],
+            "steps",
+        ),
+    ):
+        argv = _sets(["model.width=32", "model.depth=1", *overrides])
+        _one_line_refusal(*_cli(capsys, "train", *argv, "--out", str(out))[::2], fragment)
+    assert not out.exists()
+    from flatpriv.config import ModelConfig
+    from flatpriv.models import MLP, build_model
+
+    cfg = ModelConfig(width=32, depth=1)
+    torch.manual_seed(0)
+    direct, after_direct = MLP(cfg, (64,), 10).state_dict(), torch.rand(3)
+    torch.manual_seed(0)
+    checked, after_checked = build_model(cfg, (64,), 10).state_dict(), torch.rand(3)
+    # the size check builds the model on the meta device first: the weights and the random state are untouched
+    assert all(torch.equal(a, b) for a, b in zip(direct.values(), checked.values()))
+    assert torch.equal(after_direct, after_checked)

@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 
-from ..config import Config
+from ..config import MAX_STEPS, Config
 from ..errors import FlatprivError
 from ..tree import Tree
 from .accounting import (
@@ -196,6 +196,11 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
         raise FlatprivError(
             f"sample rate q = {q:.3g} gives an expected batch of {q * n:.3g} examples and {steps_per_epoch} steps "
             "per epoch: raise privacy.sample_rate or train.batch_size"
+        )
+    if private and steps_per_epoch * cfg.train.epochs > MAX_STEPS:
+        raise FlatprivError(
+            f"{steps_per_epoch} steps per epoch x train.epochs = {cfg.train.epochs} is more than {MAX_STEPS:.0e} "
+            "steps, which the accountant cannot compose: raise privacy.sample_rate or lower train.epochs"
         )
     if private and p.delta >= 1.0 / n and not p.allow_large_delta:
         raise FlatprivError(
