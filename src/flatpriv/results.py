@@ -60,18 +60,12 @@ def new_run_dir(out: str | Path, command: str, name: str) -> Path:
 
 
 _CREATED: list[Path] = []  # run directories this process made, newest last (see discard_on_os_error)
+_WORTH_KEEPING = {"train": "checkpoint.pt", "pool": "chunks/chunk-*.npz", "study": "stages/*.json"}
 
 
 def _resume_hint(run_dir: Path) -> str | None:
-    """How to continue ``run_dir`` when it holds work worth keeping (an epoch checkpoint, a finished chunk, a
-    finished study stage), else None."""
-    if (run_dir / "checkpoint.pt").is_file():
-        return f"flatpriv train --resume {run_dir}"
-    if any(run_dir.glob("chunks/chunk-*.npz")):
-        return f"flatpriv pool --resume {run_dir}"
-    if any(run_dir.glob("stages/*.json")):
-        return f"flatpriv study --resume {run_dir}"
-    return None
+    """How to continue ``run_dir`` when it holds finished work (an epoch checkpoint, a chunk, a study stage)."""
+    return next((f"flatpriv {c} --resume {run_dir}" for c, g in _WORTH_KEEPING.items() if any(run_dir.glob(g))), None)
 
 
 def os_error_text(e: OSError) -> str:
