@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +43,8 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def save(run_dir: Path, content: dict[str, Any], cfg_dict: dict[str, Any]) -> None:
     """Write ``content`` plus the config and its digest to a temporary file, then rename it into place."""
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save({**content, "config": cfg_dict, "config_sha256": config_digest(cfg_dict)}, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    full = {**content, "config": cfg_dict, "config_sha256": config_digest(cfg_dict)}
+    results.write_file(run_dir / CHECKPOINT, lambda f: torch.save(full, f))  # a full disk keeps the last good one
 
 
 def load(run_dir: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,7 @@ class PrivacyConfig:
     clip_method: str = "auto"  # auto | ghost | vmap
     physical_batch_size: int = 0  # largest micro-batch evaluated at once (0: the whole logical batch)
     allow_large_delta: bool = False  # true: accept δ ≥ 1/N (such a δ permits publishing an example outright)
+    secure_rng: bool = False  # true: noise and Poisson sampling from os.urandom (secure, not repeatable)
 
 
 @dataclass(frozen=True)
@@ -152,25 +153,31 @@ def _range(
     return check
 
 
-# The ranges outside which a run makes no sense; each refused value names its key.
+# The ranges outside which a run makes no sense; each refused value names its key. Every integer has an upper
+# bound too: a huge count would hang (epochs, probes) or exhaust memory (sizes, widths) long after the run
+# directory was made. The bounds are generous (far beyond what a CPU or one GPU trains in a day), not tuned.
+SEED_MAX = 2**32 - 1  # numpy's seeds; model k of a pool uses seed + k
+MAX_EXAMPLES = 10**7  # a data set (or a batch of it) resident in memory
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10**9  # a DP run's releases: PLD's grid grows with the step count (1e12 steps asks for 226 GiB)
 _RULES: dict[str, typing.Callable[[Any], str | None]] = {
-    "seed": _range(0),
-    "data.seed": _range(0),
-    "data.num_samples": _range(20),
+    "seed": _range(0, SEED_MAX),
+    "data.seed": _range(0, SEED_MAX),
+    "data.num_samples": _range(20, 10**6),  # mnist1d generates every example in Python
     "data.label_noise": _range(0, 1, hi_open=True),
-    "data.limit_train": _range(0),
-    "data.num_classes": _range(2),
-    "data.dim": _range(1),
-    "data.typical_per_class": _range(1),
-    "data.rare_groups_per_class": _range(0),
-    "data.rare_size": _range(1),
-    "data.test_per_class": _range(1),
-    "data.rare_test_size": _range(0),
+    "data.limit_train": _range(0, MAX_EXAMPLES),
+    "data.num_classes": _range(2, 1000),
+    "data.dim": _range(1, 100_000),
+    "data.typical_per_class": _range(1, 100_000),
+    "data.rare_groups_per_class": _range(0, 1000),
+    "data.rare_size": _range(1, 10_000),
+    "data.test_per_class": _range(1, 100_000),
+    "data.rare_test_size": _range(0, 10_000),
     "data.separation": _range(0, lo_open=True),
-    "model.width": _range(1),
-    "model.depth": _range(0),
+    "model.width": _range(1, 2**16),
+    "model.depth": _range(0, 64),
     "model.norm": _in("group", "none"),
-    "model.groups": _range(1),
+    "model.groups": _range(1, 2**16),
     "model.activation": _in("relu", "gelu", "tanh"),
     "optim.name": _in("sgd", "adam"),
     "optim.lr": _range(0, lo_open=True),
@@ -188,14 +195,14 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "privacy.clip_norm": _range(0, lo_open=True),
     "privacy.sample_rate": _range(0, 1),
     "privacy.accountant": _in("pld", "rdp"),
-    "privacy.noise_seed": _range(-1),
+    "privacy.noise_seed": _range(-1, SEED_MAX),
     "privacy.clip_method": _in("auto", "ghost", "vmap"),
-    "privacy.physical_batch_size": _range(0),
-    "train.epochs": _range(1),
-    "train.curvature_every": _range(0),
-    "train.curvature_probes": _range(1),
-    "train.batch_size": _range(1),
-    "train.eval_batch_size": _range(1),
+    "privacy.physical_batch_size": _range(0, MAX_EXAMPLES),
+    "train.epochs": _range(1, MAX_EPOCHS),
+    "train.curvature_every": _range(0, MAX_EPOCHS),
+    "train.curvature_probes": _range(1, 1000),
+    "train.batch_size": _range(1, MAX_EXAMPLES),
+    "train.eval_batch_size": _range(1, MAX_EXAMPLES),
 }
 
 

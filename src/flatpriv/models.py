@@ -20,6 +20,8 @@ from .errors import FlatprivError
 MODELS: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d", "resnet")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 NORMS: tuple[str, ...] = ("group", "none")
+MAX_CHANNELS = 2**16  # the widest layer
+MAX_PARAMETERS = 10**9
 
 
 def _act(name: str) -> nn.Module:
@@ -196,7 +198,27 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     _check(cfg, input_shape, num_classes)
     shape = tuple(int(s) for s in input_shape)
     cls = {"mlp": MLP, "cnn1d": CNN1d, "cnn2d": CNN2d, "resnet": ResNet}[cfg.name]
+    _check_size(cfg, lambda: cls(cfg, shape, int(num_classes)))
     return cls(cfg, shape, int(num_classes))
+
+
+def _check_size(cfg: ModelConfig, build: Callable[[], nn.Module]) -> None:
+    """Refuse a model too large to hold (width and depth are each bounded, their product is not): the widest
+    layer first (cnn2d and resnet double their channels per block), then the parameter count of the model built
+    on the meta device, which allocates nothing and leaves the random state alone."""
+    widest = cfg.width * 2 ** max(cfg.depth - 1, 0) if cfg.name in ("cnn2d", "resnet") else cfg.width
+    if widest > MAX_CHANNELS:
+        raise FlatprivError(
+            f"model.width={cfg.width}, model.depth={cfg.depth}: {cfg.name} doubles its channels per block, to "
+            f"{widest} > {MAX_CHANNELS}: lower model.width or model.depth"
+        )
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        n = count_parameters(build())
+    if n > MAX_PARAMETERS:
+        raise FlatprivError(
+            f"model.width={cfg.width}, model.depth={cfg.depth}: {n:.3g} parameters, more than "
+            f"{MAX_PARAMETERS:.0e} (4 GB as float32, before gradients and optimizer state): lower them"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -13,14 +13,15 @@ import os
 import pickle
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -49,8 +50,51 @@ def new_run_dir(out: str | Path, command: str, name: str) -> Path:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     path = out / f"{command}-{safe}-{stamp}-{secrets.token_hex(3)}"
     path.mkdir(parents=True, exist_ok=False)
-    (path / "arrays").mkdir()
+    _CREATED.append(path)
+    try:
+        (path / "arrays").mkdir()
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
+
+
+_CREATED: list[Path] = []  # run directories this process made, newest last (see discard_on_os_error)
+_WORTH_KEEPING = {"train": "checkpoint.pt", "pool": "chunks/chunk-*.npz", "study": "stages/*.json"}
+
+
+def _resume_hint(run_dir: Path) -> str | None:
+    """How to continue ``run_dir`` when it holds finished work (an epoch checkpoint, a chunk, a study stage)."""
+    return next((f"flatpriv {c} --resume {run_dir}" for c, g in _WORTH_KEEPING.items() if any(run_dir.glob(g))), None)
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OSError: the file it concerns, then the OS's words (\"No space left on device\")."""
+    where = f"{e.filename}: " if e.filename else ""
+    return " ".join(f"{where}{e.strerror or e}".split())
+
+
+@contextlib.contextmanager
+def discard_on_os_error() -> Iterator[None]:
+    """On an OSError inside (a full disk, an unwritable or vanished ``--out``), remove each run directory made since
+    entry that holds nothing worth keeping, so no half-written directory is left behind; one that holds an epoch
+    checkpoint or a finished chunk stays, and the error (one line) says how to resume it once the disk has room."""
+    start = len(_CREATED)
+    try:
+        yield
+    except OSError as e:
+        hints = []
+        for run_dir in _CREATED[start:]:
+            hint = _resume_hint(run_dir)
+            if hint is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                hints.append(hint)
+        if hints:
+            raise FlatprivError(f"{os_error_text(e)}; the finished work is kept: continue with `{hints[-1]}`") from e
+        raise
+    finally:
+        del _CREATED[start:]
 
 
 LOCK_FILE = ".lock"
@@ -83,9 +127,32 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)
+    try:
+        with _naming(path), open(tmp, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (or Ctrl-C) mid-write: no partial temporary file holds on to the space
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A write error names no file (ENOSPC comes from write(2)): raise it naming the file being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def write_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write a binary file atomically through ``write(f)`` (``torch.save(obj, f)``, ``np.savez(f, ...)``). Going
+    through a Python file object matters: on a full disk ``torch.save(obj, path)`` raises its own RuntimeError,
+    while writing to ``f`` raises the OSError (ENOSPC) that the command line reports in one line."""
+    _atomic_write(path, write, mode="wb")
 
 
 def _plain(obj: Any) -> Any:
@@ -158,7 +225,7 @@ def load_array(path: Path) -> Any:
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     line = _dumps(record) + "\n"
-    with open(path, "a") as f:
+    with _naming(path), open(path, "a") as f:
         f.write(line)
 
 

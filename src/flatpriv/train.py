@@ -26,7 +26,7 @@ from .errors import FlatprivError
 from .memorization.curvature import input_curvature
 from .models import build_model, count_parameters
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
-from .privacy.sampling import poisson_indices
+from .privacy.sampling import noise_source, poisson_indices
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 
 CHECKPOINT = checkpoint.CHECKPOINT
@@ -191,7 +191,7 @@ def _epochs(
 def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
     cfg, data = s.cfg, s.data
     if cfg.train.save_model:
-        torch.save(s.model.state_dict(), run_dir / "model.pt")
+        results.write_file(run_dir / "model.pt", lambda f: torch.save(s.model.state_dict(), f))
     if cfg.train.save_logits:
         for split, x in (("train", data.x_train), ("test", data.x_test)):
             logits = predict(s.model, x, cfg.train.eval_batch_size)
@@ -241,14 +241,16 @@ def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
     p = s.private
     if p is None:
         return privacy_summary("plain")
+    source = noise_source(s.cfg.privacy.secure_rng, s.cfg.privacy.noise_seed)
     if not p.accounted:
-        return privacy_summary("noisy", p.noise_multiplier)
+        return privacy_summary("noisy", p.noise_multiplier, noise_source=source)
     return privacy_summary(
         "dp",
         p.noise_multiplier,
         last["epsilon"],
         p.delta,
         p.accountant,
+        noise_source=source,
         sample_rate=p.sample_rate,
         clip_norm=s.cfg.privacy.clip_norm,
         releases=p.privatizer.ledger.releases,
@@ -269,13 +271,14 @@ def train(
     ``subset`` trains on those training positions only (not resumable: the subset is not saved).
     """
     s = prepare(cfg, subset)
-    run_dir = results.new_run_dir(out, "train", name)
-    with results.locked(run_dir):
-        results.write_json(run_dir / "config.json", config_to_dict(cfg))
-        results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
-        gen = torch.Generator().manual_seed(cfg.seed)
-        state = s.pipeline.init(dict(s.model.named_parameters()))
-        out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
+    with results.discard_on_os_error():  # a full disk before the first checkpoint leaves no directory behind
+        run_dir = results.new_run_dir(out, "train", name)
+        with results.locked(run_dir):
+            results.write_json(run_dir / "config.json", config_to_dict(cfg))
+            results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
+            gen = torch.Generator().manual_seed(cfg.seed)
+            state = s.pipeline.init(dict(s.model.named_parameters()))
+            out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary
 

@@ -49,6 +49,12 @@ def _print_privacy(summary: dict[str, Any]) -> None:
         print(f"privacy: epsilon = {summary['epsilon']:.4f} at delta = {summary['delta']:g}; {summary['accountant']}")
     elif summary.get("epsilon_note"):
         print(f"privacy: none ({summary['epsilon_note']})")
+    if summary.get("noise_source"):
+        print(f"privacy: noise and Poisson sampling from {summary['noise_source']}")
+
+
+# What pool.json fixes when a pool starts; `pool --resume` refuses each of them rather than ignore it.
+POOL_SHAPE = ("models", "keep", "keep_mode", "chunk_size", "memory_budget", "save_weights", "canaries")
 
 
 def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
@@ -58,23 +64,30 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
     if a.resume:
         if a.preset or a.config or a.overrides or a.device:
             raise FlatprivError("--resume finishes a pool with its saved config; drop --preset/--config/--set/--device")
+        given = [
+            f"--{k.replace('_', '-')}" for k in POOL_SHAPE if getattr(a, k) is not None and getattr(a, k) is not False
+        ]
+        if given:
+            raise FlatprivError(
+                f"--resume finishes a pool with its saved models, masks and chunks (pool.json); drop {'/'.join(given)}"
+            )
         summary = resume_pool(a.resume, quiet=a.quiet or a.json, backend=a.backend, ray_address=a.ray_address)
     else:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
         cfg, name = resolve(a.preset, a.config, overrides)
         summary = train_pool(
             cfg,
-            a.models,
-            a.keep,
+            16 if a.models is None else a.models,
+            0.5 if a.keep is None else a.keep,
             a.chunk_size,
             name=name,
             out=a.out,
             quiet=a.quiet or a.json,
             save_weights=a.save_weights,
-            canaries=a.canaries,
+            canaries=a.canaries or 0,
             backend=a.backend,
             ray_address=a.ray_address,
-            keep_mode=a.keep_mode,
+            keep_mode=a.keep_mode or "exact",
             memory_budget=a.memory_budget,
         )
     if not a.json:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import FlatprivError
-from ..results import dumps
+from ..results import discard_on_os_error, dumps, os_error_text
 from .parser import EXIT_USAGE, build_parser
 
 
@@ -24,8 +24,7 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, FlatprivError):
         text = str(e)
     elif isinstance(e, OSError):  # unwritable or full --out, unreadable input, ...
-        where = f"{e.filename}: " if e.filename else ""
-        text = f"{where}{e.strerror or e}"
+        text = os_error_text(e)
     elif isinstance(e, UnicodeDecodeError):
         text = f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
     else:  # a corrupt file read by a library that did not say which
@@ -48,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
     try:
-        result = func(args)
+        with discard_on_os_error():  # an analysis stopped by a full disk leaves no half-written directory
+            result = func(args)
     except _EXPECTED as e:
         if args.debug:
             raise

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..config import MAX_STEPS, SEED_MAX
 from . import commands as c
 from .study import add_parser as add_study_parser
 
@@ -17,6 +19,23 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         sys.stderr.write(f"flatpriv: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(EXIT_USAGE)
+
+
+def at_most(hi: int) -> Callable[[str], int]:
+    """argparse type for an integer option with an upper bound: a huge count would hang or exhaust memory
+    (a 10**12-model keep mask, 10**12 bootstrap resamples) long after the run directory was made."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {text}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse names in "invalid integer value"
+    return parse
 
 
 def finite(text: str) -> float:
@@ -90,24 +109,23 @@ def _pool_parsers(sub: Any) -> None:
         "model has (models.jsonl has each model's own).",
     )
     _config_args(p)
-    p.add_argument("--models", type=int, default=16, metavar="K", help="number of models (default 16)")
+    # Pool-shape options default to None so that `--resume` can tell they were given (and refuse them).
+    p.add_argument("--models", type=at_most(10_000), metavar="K", help="number of models (default 16)")
     p.add_argument(
         "--keep",
         type=finite,
-        default=0.5,
         metavar="R",
         help="fraction of examples per model (0.5); 1: every model on all examples, a seed sweep",
     )
     p.add_argument(
         "--keep-mode",
         choices=["exact", "bernoulli"],
-        default="exact",
         help="exact: every model keeps round(R*N) examples (default); bernoulli: each example joins "
         "each model with probability R (LiRA's masks)",
     )
     p.add_argument(
         "--chunk-size",
-        type=int,
+        type=at_most(10_000),
         metavar="C",
         help="models trained at once (default: as many as fit the memory budget, at most 64)",
     )
@@ -121,8 +139,7 @@ def _pool_parsers(sub: Any) -> None:
     p.add_argument("--save-weights", action="store_true", help="also keep every model's weights (in chunks/)")
     p.add_argument(
         "--canaries",
-        type=int,
-        default=0,
+        type=at_most(10**7),
         metavar="N",
         help="mislabel N training examples (in every model) so `flatpriv attack` can audit them alone",
     )
@@ -157,7 +174,7 @@ def _analyses_parsers(sub: Any) -> None:
         default="correct",
         help="0/1 correctness (default) or the probability of the true label",
     )
-    p.add_argument("--buckets", type=int, default=5, help="equal-count influence-entropy buckets (default 5)")
+    p.add_argument("--buckets", type=at_most(1000), default=5, help="equal-count influence-entropy buckets (default 5)")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_memorization)
 
@@ -173,7 +190,9 @@ def _analyses_parsers(sub: Any) -> None:
         "(model, example) pairs (a heuristic), a log-log ROC overlay and per-example vulnerability.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished pools on the same data")
-    p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for CIs (200)")
+    p.add_argument(
+        "--bootstrap", type=at_most(100_000), default=200, metavar="B", help="bootstrap resamples for CIs (200)"
+    )
     p.add_argument(
         "--references",
         metavar="R1,R2,...",
@@ -189,7 +208,9 @@ def _analyses_parsers(sub: Any) -> None:
         "model as Privacy Meter does",
     )
     p.add_argument("--rmia-temperature", type=float, default=1.0, metavar="T", help="RMIA's softmax temperature (1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the reference subsets (0)")
+    p.add_argument(
+        "--seed", type=at_most(SEED_MAX), default=0, help="seed of the bootstrap and of the reference subsets (0)"
+    )
     _analysis_args(p)
     p.set_defaults(func=c.cmd_attack)
 
@@ -205,9 +226,9 @@ def _analyses_parsers(sub: Any) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run or pool")
     p.add_argument("--variant", choices=["norm", "squared", "trace"], default="norm")
     p.add_argument("--method", choices=["finite_difference", "hvp"], default="finite_difference")
-    p.add_argument("--probes", type=int, default=10, help="Rademacher probes per example (10)")
+    p.add_argument("--probes", type=at_most(1000), default=10, help="Rademacher probes per example (10)")
     p.add_argument("--h", type=finite, default=1e-3, help="finite-difference step (1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probes")
+    p.add_argument("--seed", type=at_most(SEED_MAX), default=0, help="seed of the probes")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_curvature)
 
@@ -227,10 +248,10 @@ def _privacy_parsers(sub: Any) -> None:
         else:
             q.add_argument("--target-epsilon", type=finite, required=True, metavar="E")
         q.add_argument("--sample-rate", type=finite, required=True, metavar="Q", help="Poisson rate q = batch/N")
-        q.add_argument("--steps", type=int, required=True, metavar="T")
+        q.add_argument("--steps", type=at_most(MAX_STEPS), required=True, metavar="T")
         q.add_argument("--delta", type=finite, default=1e-5, metavar="D", help="default 1e-5")
         q.add_argument("--accountant", choices=["pld", "rdp"], default="pld", help="default pld (tight)")
-        q.add_argument("--releases-per-step", type=int, default=1, metavar="R", help="2 for DP-SAM (default 1)")
+        q.add_argument("--releases-per-step", type=at_most(16), default=1, metavar="R", help="2 for DP-SAM (default 1)")
         _common(q)
         q.set_defaults(func=c.cmd_privacy)
 

@@ -32,6 +32,7 @@ from ..errors import FlatprivError
 from .imagefiles import read_cifar10_split, read_idx_split
 
 DATASETS: tuple[str, ...] = ("mnist1d", "digits", "synthetic-longtail", "mnist", "fashion-mnist", "cifar10")
+MAX_SYNTHETIC_NUMBERS = 10**8  # synthetic-longtail's centres and examples, drawn as float64
 _NOISE_SALT = 0x1AB31  # separates the label-noise stream from the generator stream of the same seed
 _MNIST1D_CACHE_VERSION = 1
 
@@ -182,6 +183,12 @@ def _load_synthetic(cfg: DataConfig) -> _Raw:
     if min(g, cfg.rare_size, cfg.rare_test_size) < 0 or cfg.separation <= 0:
         raise FlatprivError(
             "data: synthetic-longtail needs rare_groups_per_class, rare_size, rare_test_size >= 0 and separation > 0"
+        )
+    rows = k * (1 + g) + k * (cfg.typical_per_class + g * cfg.rare_size + cfg.test_per_class + g * cfg.rare_test_size)
+    if rows * cfg.dim > MAX_SYNTHETIC_NUMBERS:  # each setting is bounded, their product is not
+        raise FlatprivError(
+            f"data: synthetic-longtail would draw {rows} x {cfg.dim} = {rows * cfg.dim:.3g} numbers, more than "
+            f"{MAX_SYNTHETIC_NUMBERS:.0e} (0.8 GB): lower data.num_classes, data.dim or the per-class counts"
         )
     rng = np.random.default_rng(cfg.seed)
     # rows 0..k-1: the classes' common modes; row k + i: rare group i, of class i // g

@@ -17,6 +17,7 @@ Each reader returns uint8 images [N, C, H, W] and int64 labels; scaling and norm
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..errors import FlatprivError
 
+NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 IDX_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -71,9 +73,13 @@ def _read_idx(path: Path, what: str) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise FlatprivError(f"data.root: {path} is not an unsigned-byte IDX file: replace it")
     ndim = raw[3]
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     offset = 4 + 4 * ndim
-    if len(raw) != offset + int(np.prod(dims, dtype=np.int64)):
+    if len(raw) < offset:
+        raise FlatprivError(
+            f"data.root: {path} is truncated or corrupt (its header names {ndim} dimensions): replace it"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    if any(d < 0 for d in dims) or len(raw) != offset + math.prod(dims):  # Python ints: the product cannot wrap
         raise FlatprivError(f"data.root: {path} is truncated or corrupt (header says {dims}): replace it")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
@@ -90,7 +96,7 @@ def read_idx_split(root: str, name: str, split: str) -> tuple[np.ndarray, np.nda
             f"data.root: {base / img_name} and {base / lab_name} do not match (shapes {images.shape}, "
             f"{labels.shape}): replace them with the original files"
         )
-    return images[:, None].copy(), labels.astype(np.int64)
+    return images[:, None].copy(), _labels(labels.astype(np.int64), base / lab_name)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -108,11 +114,25 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, OverflowError) as e:
         raise FlatprivError(f"data.root: {path} is not a CIFAR-10 python batch ({e}): replace it") from None
-    if len(data) != len(labels):
-        raise FlatprivError(f"data.root: {path} has {len(data)} images but {len(labels)} labels: replace it")
-    return data, labels
+    if labels.ndim != 1 or len(data) != len(labels):
+        raise FlatprivError(f"data.root: {path} has {len(data)} images but {labels.shape} labels: replace it")
+    return data, _labels(labels, path)
+
+
+def _labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """The labels of ``path``, refused unless each is a class 0..9 and there is at least one: a label out of range
+    would index past the model's 10 outputs in the middle of training."""
+    if len(labels) == 0:
+        raise FlatprivError(f"data.root: {path} holds no examples: replace it with the original file")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
+        raise FlatprivError(
+            f"data.root: {path} has {len(bad)} label(s) outside 0..{NUM_CLASSES - 1} (e.g. {int(bad[0])}): "
+            "replace it with the original file"
+        )
+    return labels
 
 
 def read_cifar10_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:

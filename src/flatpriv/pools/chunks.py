@@ -78,9 +78,7 @@ def chunk_done(path: Path) -> bool:
 
 
 def save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    results.write_file(path, lambda f: np.savez(f, **arrays))
 
 
 def ray_memory(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, int]:

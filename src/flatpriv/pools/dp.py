@@ -29,7 +29,7 @@ from ..privacy.accounting import Ledger, epsilon_from_ledger
 from ..privacy.clipping import clipped_grad, supports_ghost
 from ..privacy.ghost_pool import weighted_clipped_sum
 from ..privacy.privatizer import Noise, PrivateRun, setup_privacy
-from ..privacy.sampling import standard_normal
+from ..privacy.sampling import Source, poisson_indices, standard_normal
 from ..step import Algorithm, get_algorithm, make_optimizer
 from ..step.dp import ClipFn
 from .stack import model_generators, pool_grad, stacked_models
@@ -69,7 +69,7 @@ def _setups(cfg: Config, alg: Algorithm, sizes: list[int], device: torch.device)
 
 def _noise(
     template: Tree,
-    gens: list[torch.Generator],
+    gens: list[Source],
     active: list[bool],
     releases: int,
     std: torch.Tensor,
@@ -88,15 +88,13 @@ def _noise(
 
 
 def _poisson_batches(
-    subsets: torch.Tensor, sizes: list[int], q: list[float], samplers: list[torch.Generator], active: list[bool]
+    subsets: torch.Tensor, sizes: list[int], q: list[float], samplers: list[Source], active: list[bool]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Model k's Poisson sample of its subset (rate q_k, from its own sampler as its single run draws it), as
     training positions [K, B] padded to the widest batch, and a 0/1 mask [K, B] of the real rows."""
     device = subsets.device
     picks = [
-        (torch.rand(m, generator=g, device=device) < qk).nonzero().squeeze(1)
-        if on
-        else torch.empty(0, dtype=torch.long, device=device)
+        poisson_indices(m, qk, g).to(device) if on else torch.empty(0, dtype=torch.long, device=device)
         for m, qk, g, on in zip(sizes, q, samplers, active)
     ]
     width = max(1, max(len(p) for p in picks))

@@ -22,6 +22,7 @@ from ..config import Config, config_from_dict, config_to_dict
 from ..data import load_data
 from ..errors import FlatprivError
 from ..privacy.privatizer import privacy_summary, setup_privacy
+from ..privacy.sampling import noise_source
 from ..step import get_algorithm
 from ..train import resolve_device
 from .chunks import chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
@@ -130,8 +131,9 @@ def _run_chunks(
 
 def _privacy(cfg: Config, private: dict[str, np.ndarray]) -> dict[str, Any]:
     kind = get_algorithm(cfg.algorithm).kind
+    source = {"noise_source": noise_source(cfg.privacy.secure_rng, cfg.privacy.noise_seed)} if kind != "plain" else {}
     if kind != "dp":
-        return privacy_summary(kind, cfg.privacy.noise_multiplier)
+        return privacy_summary(kind, cfg.privacy.noise_multiplier, **source)
     eps, sigma, q = private["epsilon"], private["noise_multiplier"], private["sample_rate"]
     same = bool((eps == eps[0]).all() and (sigma == sigma[0]).all() and (q == q[0]).all())
     return privacy_summary(
@@ -145,6 +147,7 @@ def _privacy(cfg: Config, private: dict[str, np.ndarray]) -> dict[str, Any]:
         else "the largest ε over the models (Bernoulli masks: each model has its own subset size, q_k, σ_k "
         "and ε_k, listed in models.jsonl); it holds for each model",
         sample_rate=float(q[0]) if same else None,
+        **source,
     )
 
 
@@ -210,16 +213,17 @@ def train_pool(
         memory_budget_gib=memory_budget,
         model_seeds=f"seed + k for k in 0..{n_models - 1}",
     )
-    run_dir = results.new_run_dir(out, "pool", name)
-    with results.locked(run_dir):
-        results.write_json(run_dir / "config.json", config_to_dict(cfg))
-        results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
-        pool.save(run_dir)
-        results.save_array(run_dir, "keep", keep)
-        if canaries:
-            results.save_array(run_dir, "canaries", pos)
-            results.save_array(run_dir, "canary_labels", wrong)
-        return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address)
+    with results.discard_on_os_error():  # a full disk before the first chunk leaves no directory behind
+        run_dir = results.new_run_dir(out, "pool", name)
+        with results.locked(run_dir):
+            results.write_json(run_dir / "config.json", config_to_dict(cfg))
+            results.write_json(run_dir / "provenance.json", results.provenance(str(data.x_train.device)))
+            pool.save(run_dir)
+            results.save_array(run_dir, "keep", keep)
+            if canaries:
+                results.save_array(run_dir, "canaries", pos)
+                results.save_array(run_dir, "canary_labels", wrong)
+            return _run_chunks(run_dir, cfg, pool, quiet, backend, ray_address)
 
 
 def resume_pool(

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from ..config import Config
 from ..data import Dataset
 from ..models import build_model
-from ..privacy.sampling import make_generator
+from ..privacy.sampling import Source, make_generator
 
 Tree = dict[str, torch.Tensor]
 _TENSOR = object()  # marks where a vmapped tensor goes back into the state
@@ -36,14 +36,14 @@ def stacked_models(cfg: Config, data: Dataset, seeds: list[int]) -> tuple[Tree, 
     return params, copy.deepcopy(models[0]).to("meta")
 
 
-def model_generators(
-    cfg: Config, seeds: list[int], device: torch.device, sampler: bool = False
-) -> list[torch.Generator]:
+def model_generators(cfg: Config, seeds: list[int], device: torch.device, sampler: bool = False) -> list[Source]:
     """Model k's (seed ``cfg.seed + k``) noise generator, seeded noise_seed + 2k, or with ``sampler`` its Poisson
     sampler, seeded noise_seed + 2k + 1: a single run's with privacy.noise_seed = noise_seed + 2k. OS entropy
-    when noise_seed is unset."""
-    base = cfg.privacy.noise_seed
-    return [make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device) for s in seeds]
+    when noise_seed is unset; with privacy.secure_rng, each is its own ``SecureSource`` (os.urandom)."""
+    base, secure = cfg.privacy.noise_seed, cfg.privacy.secure_rng
+    return [
+        make_generator(base + 2 * (s - cfg.seed) + int(sampler) if base >= 0 else -1, device, secure) for s in seeds
+    ]
 
 
 def pool_grad(

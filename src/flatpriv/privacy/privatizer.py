@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 
-from ..config import Config
+from ..config import MAX_STEPS, Config
 from ..errors import FlatprivError
 from ..tree import Tree
 from .accounting import (
@@ -28,7 +28,7 @@ from .accounting import (
     check_accountable,
     epsilon_from_ledger,
 )
-from .sampling import make_generator, standard_normal
+from .sampling import Source, make_generator, standard_normal
 
 Kind = Literal["plain", "noisy", "dp"]
 NOISY_NOTE = (
@@ -65,7 +65,7 @@ class Privatizer:
     noise_multiplier: float  # σ
     sample_rate: float  # q
     expected_batch_size: float  # q·N
-    generator: torch.Generator
+    generator: Source
     ledger: Ledger
 
     def noise(self, like: Tree, releases: int, sensitivity: float) -> Noise:
@@ -97,7 +97,7 @@ def privacy_summary(
     if kind == "plain":
         return empty
     if kind == "noisy":
-        return {**empty, "noise_multiplier": noise_multiplier, "epsilon_note": NOISY_NOTE}
+        return {**empty, "noise_multiplier": noise_multiplier, "epsilon_note": NOISY_NOTE, **extra}
     assert accountant is not None and epsilon is not None
     return {
         "epsilon": epsilon,
@@ -125,7 +125,7 @@ class PrivateRun:
     noise_multiplier: float  # σ
     steps_per_epoch: int
     privatizer: Privatizer
-    sampler: torch.Generator  # Poisson sampling (secret, like the noise)
+    sampler: Source  # Poisson sampling (secret, like the noise)
     accountant: str
     delta: float
     kind: Kind = "dp"  # "noisy": Noisy-SGD releases noise but has no ε
@@ -135,7 +135,7 @@ class PrivateRun:
         return self.kind == "dp"
 
     @property
-    def generator(self) -> torch.Generator:
+    def generator(self) -> Source:
         return self.privatizer.generator
 
     def epsilon(self) -> float | None:
@@ -164,12 +164,16 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
     p = cfg.privacy
     private, noisy = algorithm.kind == "dp", algorithm.kind == "noisy"
     if algorithm.kind == "plain":
-        if p.target_epsilon > 0 or p.noise_multiplier > 0:
+        if p.target_epsilon > 0 or p.noise_multiplier > 0 or p.secure_rng:
             raise FlatprivError(
                 f"algorithm = '{algorithm.name}' is not private: privacy.target_epsilon / "
-                "noise_multiplier need dpsgd, dpsam, dpsat or dpvasso_sat"
+                "noise_multiplier / secure_rng need dpsgd, dpsam, dpsat, dpvasso_sat (or noisy_sgd)"
             )
         return None
+    if p.secure_rng and p.noise_seed >= 0:
+        raise FlatprivError(
+            "privacy.secure_rng draws from os.urandom, which cannot be seeded: leave privacy.noise_seed at -1"
+        )
     if noisy and p.target_epsilon > 0:
         raise FlatprivError(
             "noisy_sgd has no clipping and so no ε: set privacy.noise_multiplier, not "
@@ -192,6 +196,11 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
         raise FlatprivError(
             f"sample rate q = {q:.3g} gives an expected batch of {q * n:.3g} examples and {steps_per_epoch} steps "
             "per epoch: raise privacy.sample_rate or train.batch_size"
+        )
+    if private and steps_per_epoch * cfg.train.epochs > MAX_STEPS:
+        raise FlatprivError(
+            f"{steps_per_epoch} steps per epoch x train.epochs = {cfg.train.epochs} is more than {MAX_STEPS:.0e} "
+            "steps, which the accountant cannot compose: raise privacy.sample_rate or lower train.epochs"
         )
     if private and p.delta >= 1.0 / n and not p.allow_large_delta:
         raise FlatprivError(
@@ -216,7 +225,7 @@ def setup_privacy(cfg: Config, algorithm: Mechanism, n: int, device: torch.devic
             "only, not for a deployed privacy guarantee",
             stacklevel=2,
         )
-    noise = make_generator(p.noise_seed, device)
-    sampler = make_generator(p.noise_seed + 1 if p.noise_seed >= 0 else -1, device)
+    noise = make_generator(p.noise_seed, device, p.secure_rng)
+    sampler = make_generator(p.noise_seed + 1 if p.noise_seed >= 0 else -1, device, p.secure_rng)
     priv = Privatizer(sigma, q, q * n, noise, Ledger([]))
     return PrivateRun(q, sigma, steps_per_epoch, priv, sampler, p.accountant, p.delta, kind=algorithm.kind)

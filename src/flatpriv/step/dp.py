@@ -25,7 +25,7 @@ import torch
 from .. import tree as T
 from ..privacy.clipping import ClippedOracle
 from ..privacy.privatizer import Noise, Privatizer, privatize
-from ..privacy.sampling import gaussian_like
+from ..privacy.sampling import Source, gaussian_like
 from ..tree import Tree
 from .ascent import Ascent
 from .oracles import Oracle
@@ -121,7 +121,7 @@ def single_run(pipe: DPPipeline, priv: Privatizer, sensitivity: float) -> Pipeli
     return Pipeline(pipe.init, grad)
 
 
-def noisy_gradient(oracle: Oracle, noise_multiplier: float, batch_size: int, generator: torch.Generator) -> Pipeline:
+def noisy_gradient(oracle: Oracle, noise_multiplier: float, batch_size: int, generator: Source) -> Pipeline:
     """Noisy-SGD (Sander et al. 2024): g = (1/B) Σ ∇ℓ_i + N(0, (σ/B)² I). No clipping: NOT differentially
     private (unbounded sensitivity), so no ε is ever reported for it."""
     std = noise_multiplier / batch_size
