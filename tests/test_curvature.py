@@ -194,3 +194,14 @@ def test_bad_arguments(kw: dict) -> None:
         input_curvature(model, x, y, **kw)
     with pytest.raises(ValueError):
         input_curvature(model, x, y[:3])
+
+
+@pytest.mark.parametrize("method", ["finite_difference", "hvp"])
+def test_all_variants_at_once_equal_each_variant_alone(method: str) -> None:
+    """input_curvatures reduces one set of probes three ways: each equals input_curvature with the same seed."""
+    from flatpriv.memorization.curvature import input_curvatures
+
+    model, (x, y) = _mlp(), _data()
+    together = input_curvatures(model, x, y, generator=torch.Generator().manual_seed(3), method=method, batch_size=7)
+    for v in VARIANTS:
+        assert torch.equal(together[v], _score(model, x, y, seed=3, variant=v, method=method, batch_size=7))

@@ -23,7 +23,7 @@ from . import checkpoint, results
 from .config import Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
 from .errors import FlatprivError
-from .memorization.curvature import input_curvature
+from .memorization.curvature import input_curvatures
 from .models import build_model, count_parameters
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
 from .privacy.sampling import noise_source, poisson_indices
@@ -173,14 +173,16 @@ def _epochs(
             results.write_json(run_dir / "privacy_ledger.json", s.private.privatizer.ledger.to_dict())
         k = cfg.train.curvature_every
         if k and (epoch + 1) % k == 0:  # averaged over training later: end-of-training curvature alone misleads
-            curv = input_curvature(
+            curv = input_curvatures(  # 'norm' (the authors' default) and the other two from the same probes
                 s.model,
                 data.x_train,
                 data.y_train,
                 n_probes=cfg.train.curvature_probes,
                 generator=torch.Generator().manual_seed(cfg.seed),
             )
-            results.save_array(run_dir, f"curvature_epoch_{epoch + 1:04d}", curv.numpy())
+            for variant, c in curv.items():
+                prefix = "curvature" if variant == "norm" else f"curvature_{variant}"
+                results.save_array(run_dir, f"{prefix}_epoch_{epoch + 1:04d}", c.numpy())
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
         bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")

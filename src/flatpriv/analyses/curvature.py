@@ -28,7 +28,7 @@ from ..train import resolve_device
 from .memorization import load_pool
 
 
-def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
+def pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
     chunks = sorted((run_dir / "chunks").glob("chunk-*.npz"))
     models = []
     for path in chunks:
@@ -44,7 +44,7 @@ def _pool_weights(run_dir: Path) -> list[dict[str, torch.Tensor]]:
 def _weights(run_dir: Path, is_pool: bool, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Every model's weights: a pool's (saved with --save-weights), or a run's model.pt."""
     if is_pool:
-        return _pool_weights(run_dir)
+        return pool_weights(run_dir)
     if (run_dir / "model.pt").is_file():
         return [results.load_tensors(run_dir / "model.pt", device)]
     raise FlatprivError(f"{run_dir} has no model.pt (unfinished run, or trained with train.save_model=false)")

@@ -19,7 +19,11 @@ from .. import results
 from ..errors import FlatprivError
 from .runner import Context, StudySpec, run
 
-STUDIES = {"sam-privacy": "sam_privacy", "noisy-sgd-bias": "noisy_sgd_bias"}
+STUDIES = {
+    "sam-privacy": "sam_privacy",
+    "curvature-memorization": "curvature_memorization",
+    "noisy-sgd-bias": "noisy_sgd_bias",
+}
 
 
 def get_study(name: str) -> StudySpec:

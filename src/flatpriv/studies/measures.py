@@ -71,6 +71,11 @@ def attack_scores(p: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return {a: (signals.leave_one_out(a), keep) for a in ATTACKS}
 
 
+def attack_score(p: dict[str, Any], attack: str) -> tuple[np.ndarray, np.ndarray]:
+    """One attack of :func:`attack_scores` alone: (scores [K, N], members [K, N])."""
+    return PoolSignals(p, RmiaSettings()).leave_one_out(attack), np.asarray(p["keep"], dtype=bool)
+
+
 def per_model_attack(scores: np.ndarray, members: np.ndarray, fpr: float = FPR) -> dict[str, np.ndarray]:
     """AUC and TPR at ``fpr`` of each target model on its own members and non-members."""
     aucs, tprs = [], []
