@@ -94,6 +94,7 @@ def accuracy_vs_batch(
         for b, y, note in zip(bs, v, notes.get(name, [])):
             ax.annotate(note, (b, y), fontsize=6.5, xytext=(4, -10), textcoords="offset points")
     ax.set_xscale("log", base=2)
+    ax.margins(x=0.1)  # room for the last point's label
     ax.set_xticks(list(bs), [str(b) for b in bs])
     ax.set(xlabel="batch size B (σ/B and steps fixed)", ylabel="test accuracy (mean over seeds, 95 % CI)")
     ax.set_title("MNIST-1D: accuracy against batch size")
