@@ -13,7 +13,7 @@ from torch.func import functional_call
 from flatpriv.config import ModelConfig
 from flatpriv.models import build_model
 from flatpriv.privacy import ghost
-from flatpriv.privacy.clipping import clipped_grad, supports_ghost
+from flatpriv.privacy.clipping import FlatprivWarning, clipped_grad, supports_ghost
 from flatpriv.step.oracles import mean_grad
 from flatpriv.tree import Tree, add, norm
 
@@ -77,6 +77,28 @@ class DirectWeight(nn.Module):
         return self.head(torch.tanh(F.linear(x, self.lin.weight, self.lin.bias)))
 
 
+class TiedHead(nn.Module):
+    """Weight tying: the embedding matrix is also the output layer, F.linear(h, emb.weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lin = nn.Embedding(12, 6), nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.tanh(self.lin(self.emb(x))).mean(1), self.emb.weight)
+
+
+class ForwardBypass(nn.Module):
+    """A Linear called normally once and once through .forward() (which skips its hooks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.head = nn.Linear(6, 6), nn.Linear(6, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.lin.forward(torch.tanh(self.lin(x)))))
+
+
 def _flatpriv(name: str, shape: tuple[int, ...], width: int) -> tuple[nn.Module, tuple[int, ...]]:
     return build_model(ModelConfig(name=name, width=width, depth=2, groups=2), shape, NUM_CLASSES), shape
 
@@ -136,6 +158,8 @@ def make(name: str) -> tuple[nn.Module, tuple[int, ...] | str]:
         "grouped_conv": (seq(nn.Conv1d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(16, 5)), (2, 6)),
         "direct_weight": (DirectWeight(), (6,)),
         "inplace": (seq(nn.Linear(6, 8), nn.ReLU(inplace=True), nn.Linear(8, 5)), (6,)),
+        "tied_head": (TiedHead(), "indices"),
+        "forward_bypass": (ForwardBypass(), (6,)),
     }
     model, shape = models[name]
     return model.double(), shape
@@ -144,7 +168,9 @@ def make(name: str) -> tuple[nn.Module, tuple[int, ...] | str]:
 SUPPORTED = ["linear", "tokens", "conv1d", "conv2d", "conv3d", "groupnorm", "embedding", "twice"]
 OWN = ["mlp", "cnn1d", "cnn2d", "resnet"]
 UNSUPPORTED = ["layernorm", "parameter", "grouped_conv"]
-RUNTIME_FALLBACK = ["direct_weight", "inplace"]  # supports_ghost is True; the ghost path notices while running
+# supports_ghost is True; the ghost path notices while running (the last two: a parameter use its hooks cannot
+# see, caught by the one-time check against autograd's summed gradient)
+RUNTIME_FALLBACK = ["direct_weight", "inplace", "tied_head", "forward_bypass"]
 
 
 def batch(
@@ -190,7 +216,11 @@ def check_against_loop(name: str, n: int, methods: tuple[str, ...] = ("ghost", "
     params = params_of(model)
     x, y = batch(shape, n)
     grads, norms = naive(model, params, x, y)
-    small = float(norms.quantile(0.2)) if n > 1 else (0.5 * float(norms[0]) if n else 1.0)
+    # halfway between two order statistics, so no example's norm sits on the clipping threshold (its side would
+    # then depend on the last bit of each method's arithmetic)
+    ordered = norms.sort().values
+    k = max(0, int(0.2 * (n - 1)))
+    small = float(ordered[k : k + 2].mean()) if n > 1 else (0.5 * float(norms[0]) if n else 1.0)
     large = 2 * float(norms.max()) + 1 if n else 1.0
     for c in (small, large):
         expected = naive_clipped(params, grads, norms, c)
@@ -247,10 +277,41 @@ def test_runtime_detected_problem_switches_auto_to_vmap(name: str) -> None:
         clipped_grad(model, 1.0, method="ghost")(params, x, y)
     oracle = clipped_grad(model, 1.0)
     assert oracle.method == "ghost"
-    out, _ = oracle(params, x, y)
+    with pytest.warns(FlatprivWarning, match="per-example gradients") as caught:
+        out, _ = oracle(params, x, y)
+    assert len(caught) == 1 and len(str(caught[0].message).splitlines()) == 1
     assert oracle.method == "vmap"
     grads, norms = naive(model, params, x, y)
     assert_trees_close(out, naive_clipped(params, grads, norms, 1.0), atol=1e-10, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["tied_head", "forward_bypass"])
+def test_without_the_check_ghost_would_silently_miss_a_parameter_use(name: str, monkeypatch) -> None:
+    """The failure the check exists for: with it disabled, the ghost sum of a tied model is wrong."""
+    import flatpriv.privacy.clipping as clipping
+
+    monkeypatch.setattr(clipping, "_check_every_use", lambda *a: None)
+    torch.manual_seed(0)
+    model, shape = make(name)
+    params, (x, y) = params_of(model), batch(shape, 8)
+    out, _ = clipped_grad(model, math.inf, method="ghost")(params, x, y)
+    grads, norms = naive(model, params, x, y)
+    expected = naive_clipped(params, grads, norms, math.inf)
+    assert max(float((out[k] - expected[k]).norm() / expected[k].norm()) for k in out) > 0.05
+
+
+def test_the_check_runs_once_and_passes_on_supported_models() -> None:
+    torch.manual_seed(0)
+    model, shape = make("twice")
+    params, (x, y) = params_of(model), batch(shape, 8)
+    oracle = clipped_grad(model, 1.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlatprivWarning)
+        oracle(params, x, y)
+        oracle(params, x, y)
+    assert oracle.method == "ghost" and oracle._verified
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn1d"])

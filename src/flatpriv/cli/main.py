@@ -10,6 +10,7 @@ import argparse
 import json
 import pickle
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -43,8 +44,14 @@ _EXPECTED = (
 )
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    return f"flatpriv: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:  # a warning is one line, like an error (with --debug: Python's own, with its location)
+        warnings.formatwarning = _warning_line
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
     try:
         with discard_on_os_error():  # an analysis stopped by a full disk leaves no half-written directory

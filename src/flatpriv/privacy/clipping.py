@@ -25,9 +25,10 @@ switches to vmap for good and ``method`` says so.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from ..tree import Tree
 from .ghost import GhostUnsupported, ghost_layers, ghost_norms, supports_ghost
 
-__all__ = ["ClipInfo", "ClippedOracle", "clip_factor", "clipped_grad", "supports_ghost"]
+__all__ = ["ClipInfo", "ClippedOracle", "FlatprivWarning", "clip_factor", "clipped_grad", "supports_ghost"]
 
 METHODS = ("auto", "ghost", "vmap")
 _VMAP_MAX_ELEMENTS = 2**26  # per-example gradient elements (B_chunk × #params) materialised at once
@@ -90,6 +91,34 @@ def _vmap_chunk(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.Tensor
     return sq, clipped_sum, losses.detach().sum()
 
 
+class FlatprivWarning(UserWarning):
+    """A choice flatpriv made for the user (a slower but exact path); the CLI prints it as one line."""
+
+
+_TYING_RTOL = 1e-3  # float32 ghost and autograd sums agree to ~1e-6; a missed parameter use is off by ≳ 0.1
+
+
+def _check_every_use(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.Tensor, clipped_sum: Any) -> None:
+    """Raise GhostUnsupported unless the ghost path's unclipped sum (every c_i = 1) equals autograd's gradient of
+    Σ_i ℓ_i: a parameter also used outside its layer's hooked call (weight tying such as F.linear(h, emb.weight),
+    or a layer's ``.forward()`` called directly) reaches the loss unseen by the hooks, and its gradient would be
+    silently wrong. One extra backward, once per oracle; a model whose uses change from batch to batch is not
+    covered by a check on one batch."""
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    with torch.enable_grad():
+        loss = F.cross_entropy(functional_call(model, leaves, (x,)), y, reduction="sum")
+        ref = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    ghost = clipped_sum(torch.ones(x.shape[0], dtype=loss.dtype, device=loss.device))
+    for (name, v), r in zip(leaves.items(), ref):
+        r = torch.zeros_like(v) if r is None else r
+        err = float((ghost[name] - r).norm())
+        if err > _TYING_RTOL * max(float(r.norm()), float(ghost[name].norm()), 1e-12):
+            raise GhostUnsupported(
+                f"parameter {name!r} is also used outside its layer's call (weight tying, or .forward() called "
+                f"directly): the ghost gradient is off by {err / max(float(r.norm()), 1e-12):.2g} relative"
+            )
+
+
 class _Clipped:
     """Callable oracle; see the module docstring and :func:`clipped_grad`."""
 
@@ -110,6 +139,7 @@ class _Clipped:
         self._auto = method == "auto"
         self._layers = ghost_layers(model) if self.method == "ghost" else []
         self._names = {k for k, _ in model.named_parameters()}
+        self._verified = False  # the ghost sum is checked against autograd once, on the first batch
 
     def __repr__(self) -> str:
         return f"clipped_grad(clip_norm={self.sensitivity}, method={self.method!r})"
@@ -119,10 +149,19 @@ class _Clipped:
             if set(params) != self._names:
                 raise ValueError("method='ghost' needs a params tree holding exactly the model's named_parameters()")
             try:
-                return [ghost_norms(self.model, self._layers, params, x, y)]
+                chunk = ghost_norms(self.model, self._layers, params, x, y)
+                if not self._verified:
+                    _check_every_use(self.model, params, x, y, chunk[1])
+                    self._verified = True
+                return [chunk]
             except GhostUnsupported as err:
                 if not self._auto:
                     raise ValueError(f"method='ghost' cannot handle this model: {err}; use method='vmap'") from err
+                warnings.warn(
+                    f"ghost clipping cannot handle this model ({err}): using per-example gradients (vmap)",
+                    FlatprivWarning,
+                    stacklevel=3,
+                )
                 self.method = "vmap"  # auto: fall back for good
         numel = max(1, sum(v.numel() for v in params.values()))
         step = max(1, _VMAP_MAX_ELEMENTS // numel)
