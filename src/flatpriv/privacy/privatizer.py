@@ -143,6 +143,22 @@ class PrivateRun:
             return None
         return epsilon_from_ledger(self.privatizer.ledger, self.delta, self.accountant)
 
+    def summary(self, epsilon: float | None, clip_norm: float) -> dict[str, Any]:
+        """The privacy keys of this run's summary.json, ``epsilon`` being the last epoch's."""
+        if not self.accounted:
+            return privacy_summary("noisy", self.noise_multiplier)
+        return privacy_summary(
+            "dp",
+            self.noise_multiplier,
+            epsilon,
+            self.delta,
+            self.accountant,
+            sample_rate=self.sample_rate,
+            clip_norm=clip_norm,
+            releases=self.privatizer.ledger.releases,
+            expected_batch_size=self.privatizer.expected_batch_size,
+        )
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "ledger": self.privatizer.ledger.to_dict(),
