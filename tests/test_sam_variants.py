@@ -321,3 +321,24 @@ def test_refusals_name_the_setting(tmp_path):
     model = copy.deepcopy(_mlp())
     with pytest.raises(FlatprivError, match="step count"):
         ALGORITHMS["gsam"].pipeline(_cfg("gsam", rho_schedule="lr"), model, None)
+
+
+def test_sam_privacy_takes_the_new_rows_only_when_asked():
+    from flatpriv.studies.sam_privacy import STUDY, pool_specs
+
+    default = pool_specs(STUDY.settings(False, []))
+    assert not any(n.endswith(("gsam", "looksam", "friendlysam", "swa", "swa-sam")) for n in default)
+    s = STUDY.settings(True, ['extra_optimizers=["gsam", "looksam", "friendlysam", "swa", "swa-sam"]'])
+    specs = pool_specs(s)
+    for ds in s["datasets"]:
+        for name, algorithm in [("gsam", "gsam"), ("looksam", "looksam"), ("friendlysam", "friendlysam")]:
+            preset, over, models = specs[f"{ds}-{name}"]
+            cfg, _ = resolve(preset=preset, overrides=over)
+            assert cfg.algorithm == algorithm and cfg.sharpness.rho == s["rho"] and models == s["models"]
+        cfg, _ = resolve(preset=specs[f"{ds}-swa-sam"][0], overrides=specs[f"{ds}-swa-sam"][1])
+        assert (cfg.algorithm, cfg.swa.base) == ("swa", "sam")
+    assert set(specs) - set(pool_specs(STUDY.settings(True, []))) == {
+        f"{ds}-{n}" for ds in s["datasets"] for n in ("gsam", "looksam", "friendlysam", "swa", "swa-sam")
+    }
+    with pytest.raises(FlatprivError, match="extra_optimizers"):
+        pool_specs(STUDY.settings(True, ['extra_optimizers=["adamw"]']))
