@@ -37,7 +37,7 @@ STEPS, LR, MOMENTUM, WD = 25, 0.1, 0.9, 5e-4
 @pytest.fixture
 def float64():
     """The comparisons run in float64. In float32, LookSAM's g_v = g_s − proj is a difference of nearly equal
-    vectors, so two correct implementations with a different order of operations drift apart by ~1e-5 relative
+    vectors, so two correct implementations with a different order of operations drift apart by up to 1.5e-4 relative
     over 25 steps; in float64 they agree to ~1e-8 relative, a limit set by pytorch-optimizer computing the global
     gradient norm in float32 (``get_global_gradient_norm``), while a wrong rule moves weights by ≥ 1e-4."""
     old = torch.get_default_dtype()
@@ -170,7 +170,7 @@ def test_looksam_layerwise_equals_pytorch_optimizer(arch, float64):
     )
     _close(ours, _closure_style(model, opt, batches))
     whole = _ours(MODELS[arch](), _cfg("looksam", rho=0.1, looksam_k=5, looksam_alpha=0.7), batches)
-    assert _far(ours, whole) > 1e-5  # per tensor is not the paper's one-vector form
+    assert _far(ours, whole) > 1e-2  # per tensor is not the paper's one-vector form (0.24 on the MLP)
 
 
 def _looksam_paper(model: torch.nn.Module, batches, rho: float, k: int, alpha: float) -> dict[str, torch.Tensor]:
