@@ -54,12 +54,12 @@ def main() -> None:
                     "algorithm": alg,
                     "epochs": cfg.train.epochs,
                     "test_accuracy_mean": statistics.mean(acc),
-                    "test_accuracy_sd": statistics.stdev(acc),
+                    "test_accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,  # one seed: no sd
                     "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
                     "runs": runs,
                 }
             )
-            print(f"{preset} {alg}: {statistics.mean(acc):.4f} ± {statistics.stdev(acc):.4f}", file=sys.stderr)
+            print(f"{preset} {alg}: {statistics.mean(acc):.4f} ± {rows[-1]['test_accuracy_sd']:.4f}", file=sys.stderr)
     print(
         "| preset | model | algorithm | epochs | ε (from summary.json) | test accuracy (mean ± sd) | wall s / run |",
         file=sys.stderr,

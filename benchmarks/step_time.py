@@ -1,4 +1,5 @@
-"""Median wall time of one training step: flatpriv's sgd / sam / vasso against a hand-written SAM loop.
+"""Median wall time of one training step: flatpriv's sgd / sam / vasso / gsam / looksam / friendlysam against a
+hand-written SAM loop (swa steps as its base row does: its averaging runs once per epoch).
 
 The hand-written loop is the style users copy today (davda54/sam): perturb ``p.data`` in place, second
 forward/backward, restore, ``optimizer.step()``. All variants run in this one process on the same batches.
@@ -50,7 +51,7 @@ def _time_interleaved(steps: dict, batches, device, warmup: int) -> dict[str, li
 
 
 def flatpriv_step(algorithm: str, model: torch.nn.Module):
-    cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.05, "theta": 0.9}})
+    cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.05, "theta": 0.9}})  # the rows' defaults
     params = dict(model.named_parameters())
     pipe = ALGORITHMS[algorithm].pipeline(cfg, model, None)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -112,6 +113,9 @@ def main() -> None:
             "sgd": lambda m: flatpriv_step("sgd", m),
             "sam": lambda m: flatpriv_step("sam", m),
             "vasso": lambda m: flatpriv_step("vasso", m),
+            "gsam": lambda m: flatpriv_step("gsam", m),
+            "looksam": lambda m: flatpriv_step("looksam", m),  # k = 5: one SAM step in five
+            "friendlysam": lambda m: flatpriv_step("friendlysam", m),
             "handwritten_sam": handwritten_sam_step,
         }
         samples: dict[str, list[float]] = {k: [] for k in variants}
@@ -127,6 +131,8 @@ def main() -> None:
             "median_step_ms": {k: round(v, 4) for k, v in med.items()},
             "sam_over_sgd": round(med["sam"] / med["sgd"], 3),
             "vasso_over_sgd": round(med["vasso"] / med["sgd"], 3),
+            **{f"{k}_over_sgd": round(med[k] / med["sgd"], 3) for k in ("gsam", "looksam", "friendlysam")},
+            **{f"{k}_over_sam": round(med[k] / med["sam"], 3) for k in ("gsam", "looksam", "friendlysam")},
             "sam_over_handwritten_sam": round(med["sam"] / med["handwritten_sam"], 3),
         }
     print(json.dumps(out))

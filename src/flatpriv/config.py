@@ -70,12 +70,32 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SharpnessConfig:
-    """Parameters of the SAM family (science.md §1): ρ, VaSSO's θ, ASAM's η, SharpReg's λ."""
+    """Parameters of the SAM family (science.md §1): ρ, VaSSO's θ, ASAM's η, SharpReg's λ, and GSAM's, LookSAM's
+    and FriendlySAM's own (defaults: pytorch-optimizer 4.1.0's and the papers', docs/sam_variants.md)."""
 
     rho: float = 0.05
     theta: float = 0.9
     asam_eta: float = 0.01
     sharpreg_lambda: float = 1.0
+    rho_schedule: str = "constant"  # gsam: constant | lr (ρ_t = rho_min + (ρ − rho_min)·η_t/η_0, GSAM's schedule)
+    rho_min: float = 0.0  # gsam with rho_schedule = lr: ρ at η = 0
+    gsam_alpha: float = 0.4  # GSAM's α (pytorch-optimizer's default)
+    looksam_k: int = 5  # LookSAM: a full SAM gradient every k steps (the paper's k = 5)
+    looksam_alpha: float = 0.7  # LookSAM's α (the paper's and pytorch-optimizer's)
+    looksam_layerwise: bool = False  # true: g_v and its scale per parameter tensor, as pytorch-optimizer computes them
+    fsam_sigma: float = 1.0  # FriendlySAM's σ: d = g − σ m (0: SAM)
+    fsam_lambda: float = 0.9  # FriendlySAM's λ: m ← λ m + (1 − λ) g
+
+
+@dataclass(frozen=True)
+class SWAConfig:
+    """Stochastic weight averaging (Izmailov et al. 2018) for ``algorithm = "swa"``: the run trains with the row
+    ``base`` and keeps the running mean of its weights at the end of every epoch from epoch ⌊start·E⌋ + 1 on;
+    those averaged weights are what the run evaluates and saves."""
+
+    base: str = "sgd"  # the non-private row underneath: sgd, sam, gsam, looksam, friendlysam, vasso, ...
+    start: float = 0.75  # fraction of the epochs before averaging starts (the paper: the last 25 % of the budget)
+    lr: float = 0.0  # > 0: constant learning rate from the SWA start on (the paper's SWA lr); 0: keep the schedule
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
+    swa: SWAConfig = field(default_factory=SWAConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -189,6 +210,15 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "sharpness.theta": _range(0, 1, lo_open=True),
     "sharpness.asam_eta": _range(0),
     "sharpness.sharpreg_lambda": _range(0),
+    "sharpness.rho_schedule": _in("constant", "lr"),
+    "sharpness.rho_min": _range(0),
+    "sharpness.gsam_alpha": _range(0),
+    "sharpness.looksam_k": _range(1, MAX_STEPS),
+    "sharpness.looksam_alpha": _range(0),
+    "sharpness.fsam_sigma": _range(0),
+    "sharpness.fsam_lambda": _range(0, 1, hi_open=True),
+    "swa.start": _range(0, 1, hi_open=True),
+    "swa.lr": _range(0),
     "privacy.target_epsilon": _range(0),
     "privacy.noise_multiplier": _range(0, 1e6),  # above 1e6 the accountant overflows
     "privacy.delta": _range(0, 1, lo_open=True, hi_open=True),

@@ -28,6 +28,7 @@ from .models import build_model, count_parameters
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
 from .privacy.sampling import noise_source, poisson_indices
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
+from .step.averaging import RunAverage
 
 CHECKPOINT = checkpoint.CHECKPOINT
 
@@ -42,6 +43,12 @@ class Setup:
     scheduler: Any
     steps_per_epoch: int
     private: PrivateRun | None  # DP and Noisy-SGD runs: rates, σ, generators, ledger
+    average: RunAverage | None = None  # SWA: the weight average the run evaluates and saves
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The model the run evaluates and saves: SWA's average once it holds a snapshot, else the trained one."""
+        return self.average.model(self.model) if self.average else self.model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,8 +75,9 @@ def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     steps_per_epoch = private.steps_per_epoch if private else math.ceil(n / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, list(model.parameters()), steps_per_epoch * cfg.train.epochs)
-    pipeline = algorithm.pipeline(cfg, model, private)
-    return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch, private)
+    pipeline = algorithm.pipeline(cfg, model, private, total_steps=steps_per_epoch * cfg.train.epochs)
+    average = RunAverage(cfg, model) if algorithm.averages else None
+    return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch, private, average)
 
 
 @torch.no_grad()
@@ -94,6 +102,7 @@ def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch
         "generator": gen.get_state(),
         "elapsed": elapsed,
         "private": s.private.state_dict() if s.private else None,
+        "average": s.average.state_dict() if s.average else None,
     }
     checkpoint.save(run_dir, content, config_to_dict(s.cfg))
 
@@ -155,8 +164,10 @@ def _epochs(
             loss_sum += loss * len(idx)
             losses.append(loss.detach())
         checkpoint.check_finite(losses, params, epoch, s.steps_per_epoch, run_dir)
-        train_loss, train_acc = _eval(predict(s.model, data.x_train, cfg.train.eval_batch_size), data.y_train)
-        test_loss, test_acc = _eval(predict(s.model, data.x_test, cfg.train.eval_batch_size), data.y_test)
+        if s.average:
+            s.average.after_epoch(epoch, s.model)
+        train_loss, train_acc = _eval(predict(s.evaluated, data.x_train, cfg.train.eval_batch_size), data.y_train)
+        test_loss, test_acc = _eval(predict(s.evaluated, data.x_test, cfg.train.eval_batch_size), data.y_test)
         record = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * s.steps_per_epoch,
@@ -174,7 +185,7 @@ def _epochs(
         k = cfg.train.curvature_every
         if k and (epoch + 1) % k == 0:  # averaged over training later: end-of-training curvature alone misleads
             curv = input_curvatures(  # 'norm' (the authors' default) and the other two from the same probes
-                s.model,
+                s.evaluated,
                 data.x_train,
                 data.y_train,
                 n_probes=cfg.train.curvature_probes,
@@ -193,10 +204,10 @@ def _epochs(
 def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
     cfg, data = s.cfg, s.data
     if cfg.train.save_model:
-        results.write_file(run_dir / "model.pt", lambda f: torch.save(s.model.state_dict(), f))
+        results.write_file(run_dir / "model.pt", lambda f: torch.save(s.evaluated.state_dict(), f))
     if cfg.train.save_logits:
         for split, x in (("train", data.x_train), ("test", data.x_test)):
-            logits = predict(s.model, x, cfg.train.eval_batch_size)
+            logits = predict(s.evaluated, x, cfg.train.eval_batch_size)
             results.save_array(run_dir, f"{split}_logits", logits.cpu().numpy().astype(np.float32))
     for name, arr in (
         ("train_labels", data.y_train),
@@ -217,7 +228,13 @@ def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
         "train_accuracy": last["train_accuracy"],
         "test_loss": last["test_loss"],
         "train_loss": last["train_loss"],
-        **_privacy_summary(s, last),
+        **(
+            s.private.summary(
+                last["epsilon"], cfg.privacy.clip_norm, noise_source(cfg.privacy.secure_rng, cfg.privacy.noise_seed)
+            )
+            if s.private
+            else privacy_summary("plain")
+        ),
         "epochs": cfg.train.epochs,
         "steps": last["step"],
         "wall_seconds": round(last["wall_seconds"], 3),
@@ -237,27 +254,6 @@ def _batches(s: Setup, gen: torch.Generator, n: int, bs: int) -> Any:
         return
     perm = torch.randperm(n, generator=gen).to(s.data.x_train.device)
     yield from (perm[i : i + bs] for i in range(0, n, bs))
-
-
-def _privacy_summary(s: Setup, last: dict[str, Any]) -> dict[str, Any]:
-    p = s.private
-    if p is None:
-        return privacy_summary("plain")
-    source = noise_source(s.cfg.privacy.secure_rng, s.cfg.privacy.noise_seed)
-    if not p.accounted:
-        return privacy_summary("noisy", p.noise_multiplier, noise_source=source)
-    return privacy_summary(
-        "dp",
-        p.noise_multiplier,
-        last["epsilon"],
-        p.delta,
-        p.accountant,
-        noise_source=source,
-        sample_rate=p.sample_rate,
-        clip_norm=s.cfg.privacy.clip_norm,
-        releases=p.privatizer.ledger.releases,
-        expected_batch_size=p.privatizer.expected_batch_size,
-    )
 
 
 def train(
@@ -313,6 +309,8 @@ def _resume(run_dir: Path, quiet: bool) -> dict[str, Any]:
         gen.set_state(ckpt["generator"])
         if s.private is not None:
             s.private.load_state_dict(ckpt["private"])
+        if s.average is not None:
+            s.average.load_state_dict(ckpt["average"])
         epoch, elapsed = int(ckpt["epoch"]), float(ckpt["elapsed"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]

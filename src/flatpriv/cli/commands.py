@@ -224,8 +224,9 @@ def cmd_algorithms(a: argparse.Namespace) -> dict[str, Any]:
     from ..step import ALGORITHMS
 
     if not a.json:
+        width = max(len(n) for n in ALGORITHMS)
         for alg in ALGORITHMS.values():
-            print(f"{alg.name:<10}  {alg.rule}")
+            print(f"{alg.name:<{width}}  {alg.rule}")
     return {"algorithms": {n: alg.rule for n, alg in ALGORITHMS.items()}}
 
 

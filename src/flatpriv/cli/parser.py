@@ -262,7 +262,10 @@ def _listings_parsers(sub: Any) -> None:
     _common(p)
     p.set_defaults(func=c.cmd_presets)
 
-    p = sub.add_parser("algorithms", help="list the algorithms with their update rules")
+    p = sub.add_parser(
+        "algorithms",
+        help="list the algorithms (sgd, sam, ..., gsam, looksam, friendlysam, swa, the DP rows) and update rules",
+    )
     _common(p)
     p.set_defaults(func=c.cmd_algorithms)
 
@@ -271,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="flatpriv",
         description=(
-            "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg), privately or not, "
+            "Train with flat-minima optimizers (SGD, SAM, VaSSO, ASAM, SharpReg, GSAM, LookSAM, FriendlySAM, "
+            "SWA over any of them), privately or not, "
             "and measure memorization and privacy. Every run writes a new directory under --out."
         ),
     )

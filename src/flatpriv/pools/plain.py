@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import Dataset
+from ..errors import FlatprivError
 from ..privacy.privatizer import setup_privacy
 from ..privacy.sampling import standard_normal
 from ..step import get_algorithm, make_optimizer
+from ..step.averaging import PoolAverage
 from .dp import train_dp_models
 from .stack import model_generators, pool_grad, pool_logits, stacked_models
 from .steps import BatchStream, descend, lr_table, vmap_models
@@ -57,6 +59,20 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
     }
 
 
+def check_plain(cfg: Config, keep: np.ndarray) -> None:
+    """Refuse, before anything is written, a plain pool whose row cannot be reproduced model by model: a bad
+    ``swa.base``, or GSAM's lr-following ρ when the models' step counts differ (Bernoulli masks)."""
+    alg = get_algorithm(cfg.algorithm)
+    if alg.averages:
+        alg.pipeline(cfg, torch.nn.Identity(), total_steps=1)  # builds the base row's pipeline: refuses a bad swa.base
+    steps = {int(np.ceil(m / cfg.train.batch_size)) for m in np.asarray(keep).sum(1)}
+    if cfg.sharpness.rho_schedule == "lr" and len(steps) > 1:
+        raise FlatprivError(
+            "sharpness.rho_schedule = 'lr' in a pool needs every model to take the same number of steps "
+            "(exact keep masks, --keep-mode exact): GSAM's ρ_t is one value per step for the whole pool"
+        )
+
+
 def _weighted_cross_entropy(logits: torch.Tensor, yw: torch.Tensor) -> torch.Tensor:
     """Σ w_i ℓ_i / Σ w_i with labels yw[:, 0] and 0/1 weights yw[:, 1]: the mean over a padded batch's real rows."""
     w = yw[:, 1].to(logits.dtype)
@@ -69,17 +85,23 @@ def _train_plain(
     """Non-private rows and Noisy-SGD. Model k's noise N(0, (σ/B)²I) is drawn outside the vmap from its own
     generator (noise seed noise_seed + 2k, as in DP pools), leaf by leaf in the order a single run draws it."""
     alg = get_algorithm(cfg.algorithm)
+    check_plain(cfg, keep)
     device = data.x_train.device
     params, base = stacked_models(cfg, data, seeds)
     noisy = alg.noisy
     if noisy:  # refusals (e.g. a target ε for noisy_sgd) exactly as a single run
         setup_privacy(cfg, alg, int(keep.sum(1).min()), device)
         alg = get_algorithm("sgd")
-    pipelines = [alg.pipeline(cfg, base), alg.pipeline(cfg, base, loss_fn=_weighted_cross_entropy)]
     bs = cfg.train.batch_size
     stream = BatchStream(
         [np.flatnonzero(row) for row in keep], bs, cfg.train.epochs, [torch.Generator().manual_seed(s) for s in seeds]
     )
+    steps = max(stream.totals)  # the same for every model whenever a row's pipeline reads it (check_plain)
+    pipelines = [
+        alg.pipeline(cfg, base, total_steps=steps),
+        alg.pipeline(cfg, base, loss_fn=_weighted_cross_entropy, total_steps=steps),
+    ]
+    average = PoolAverage(cfg, params, stream.steps_per_epoch) if alg.averages else None
     lrs = lr_table(cfg, stream.totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
     gens = model_generators(cfg, seeds, device) if noisy else []
@@ -117,4 +139,8 @@ def _train_plain(
                 draws = [standard_normal(template, gen) for gen in gens]
                 g = {n: v + std * torch.stack([d[n] for d in draws]) for n, v in g.items()}
             descend(optimizer, params, g, lrs[:, t0 + j])
+            if average is not None:
+                average.after_step(t0 + j, params)
+    if average is not None:  # SWA: the pool's models are the averages, as a single run saves its average
+        return average.averaged(), base
     return {k: v.detach() for k, v in params.items()}, base

@@ -30,6 +30,7 @@ from .masks import make_keep
 from .memory import chunk_size as choose_chunk
 from .memory import pool_memory
 from .meta import POOL_FILE, PoolMeta
+from .plain import check_plain
 
 __all__ = ["chunk_arrays", "make_canaries", "ray_memory", "resume_pool", "train_pool"]
 
@@ -190,6 +191,8 @@ def train_pool(
     if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
             setup_privacy(cfg, alg, size, data.x_train.device)
+    else:
+        check_plain(cfg, keep)
     per_model, per_chunk = pool_memory(
         cfg,
         data.input_shape,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..step.optim import make_optimizer
+from ..step.optim import lr_values
 
 
 def vmap_models(model: torch.nn.Module, device: torch.device) -> bool:
@@ -35,15 +35,7 @@ def lr_table(cfg: Config, totals: Sequence[int]) -> np.ndarray:
     cache: dict[int, list[float]] = {}
     for k, total in enumerate(totals):
         if total not in cache:
-            dummy = torch.zeros(1, requires_grad=True)  # no gradient: optimizer.step() is a no-op
-            opt, sched = make_optimizer(cfg, [dummy], total)
-            lrs = []
-            for _ in range(total):
-                lrs.append(opt.param_groups[0]["lr"])
-                if sched is not None:
-                    opt.step()
-                    sched.step()
-            cache[total] = lrs
+            cache[total] = lr_values(cfg, total)
         table[k, :total] = cache[total]
     return table
 

@@ -143,6 +143,23 @@ class PrivateRun:
             return None
         return epsilon_from_ledger(self.privatizer.ledger, self.delta, self.accountant)
 
+    def summary(self, epsilon: float | None, clip_norm: float, noise_source: str) -> dict[str, Any]:
+        """The privacy keys of this run's summary.json, ``epsilon`` being the last epoch's."""
+        if not self.accounted:
+            return privacy_summary("noisy", self.noise_multiplier, noise_source=noise_source)
+        return privacy_summary(
+            "dp",
+            self.noise_multiplier,
+            epsilon,
+            self.delta,
+            self.accountant,
+            noise_source=noise_source,
+            sample_rate=self.sample_rate,
+            clip_norm=clip_norm,
+            releases=self.privatizer.ledger.releases,
+            expected_batch_size=self.privatizer.expected_batch_size,
+        )
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "ledger": self.privatizer.ledger.to_dict(),

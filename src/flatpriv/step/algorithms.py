@@ -20,10 +20,13 @@ from ..privacy.clipping import clipped_grad
 from ..privacy.privatizer import Kind, PrivateRun
 from . import ascent as sharpness
 from .dp import ClipFn, DPPipeline, dp_pipeline, micro_batched, noisy_gradient, single_run
+from .optim import lr_values
 from .oracles import LossFn, mean_grad
 from .pipelines import Pipeline, ascent, plain, sharpreg
+from .variants import gsam, looksam
 
-Builder = Callable[[Config, torch.nn.Module, LossFn], Pipeline]  # non-private rows: (cfg, model, loss) -> Pipeline
+# non-private rows: (cfg, model, loss, the run's step count T, 0 when unknown) -> Pipeline
+Builder = Callable[[Config, torch.nn.Module, LossFn, int], Pipeline]
 AscentOf = Callable[[Config], "sharpness.Ascent | None"]  # DP rows: where the release is taken (None: DP-SGD)
 
 
@@ -41,6 +44,7 @@ class Algorithm:
     kind: Kind = "plain"
     build: Builder | None = None  # plain rows
     dp_ascent: AscentOf | None = None  # DP rows
+    averages: bool = False  # SWA: the run evaluates and saves its running weight average (step/averaging.py)
 
     @property
     def private(self) -> bool:
@@ -67,13 +71,19 @@ class Algorithm:
         return dp_pipeline(clip, self.dp_ascent(cfg))
 
     def pipeline(
-        self, cfg: Config, model: torch.nn.Module, priv: PrivateRun | None = None, loss_fn: LossFn = F.cross_entropy
+        self,
+        cfg: Config,
+        model: torch.nn.Module,
+        priv: PrivateRun | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+        total_steps: int = 0,
     ) -> Pipeline:
         """This row's gradient pipeline for a single run; ``loss_fn(logits, y)`` is the minibatch loss L_B of the
-        non-private rows (the clipped oracle's per-example loss is cross-entropy)."""
+        non-private rows (the clipped oracle's per-example loss is cross-entropy); ``total_steps``: the run's T,
+        which GSAM's ρ schedule needs."""
         if self.kind == "plain":
             assert self.build is not None
-            return self.build(cfg, model, loss_fn)
+            return self.build(cfg, model, loss_fn, total_steps)
         if priv is None:
             raise FlatprivError(f"algorithm = '{self.name}' needs its privacy set-up (flatpriv.privacy.setup_privacy)")
         if self.kind == "noisy":
@@ -89,6 +99,30 @@ def _dp_none(cfg: Config) -> None:
     return None
 
 
+def _rho_at(cfg: Config, total_steps: int) -> Callable[[int], float]:
+    """GSAM's ρ at step t: ρ, or with ``rho_schedule = "lr"`` ρ_min + (ρ − ρ_min)·η_t/η_0, η_t the run's own lr."""
+    sh = cfg.sharpness
+    if sh.rho_schedule == "constant":
+        return lambda t: sh.rho
+    if total_steps < 1:
+        raise FlatprivError("sharpness.rho_schedule = 'lr' needs the run's step count (Algorithm.pipeline total_steps)")
+    ratio = [lr / cfg.optim.lr for lr in lr_values(cfg, total_steps)]
+    return lambda t: sh.rho_min + (sh.rho - sh.rho_min) * ratio[min(t, total_steps - 1)]
+
+
+def _swa_base(cfg: Config) -> Algorithm:
+    base = get_algorithm(cfg.swa.base)
+    if base.kind != "plain" or base.averages:
+        raise FlatprivError(f"swa.base = '{cfg.swa.base}': SWA runs on a non-private row (sgd, sam, gsam, ...)")
+    return base
+
+
+def _swa_build(c: Config, m: torch.nn.Module, L: LossFn, n: int) -> Pipeline:
+    base = _swa_base(c)
+    assert base.build is not None
+    return base.build(c, m, L, n)
+
+
 def _previous(direction: sharpness.Ascent) -> sharpness.Ascent:
     return sharpness.Ascent(direction.direction, source="previous")
 
@@ -96,26 +130,56 @@ def _previous(direction: sharpness.Ascent) -> sharpness.Ascent:
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in [
-        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", build=lambda c, m, L: plain(mean_grad(m, L))),
+        Algorithm("sgd", "w ← opt(w, ∇L_B(w))", build=lambda c, m, L, n: plain(mean_grad(m, L))),
         Algorithm(
             "sam",
             "ε = ρ g/‖g‖; w ← opt(w, ∇L_B(w+ε))",
-            build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.sam(c.sharpness.rho)),
+            build=lambda c, m, L, n: ascent(mean_grad(m, L), sharpness.sam(c.sharpness.rho)),
         ),
         Algorithm(
             "vasso",
             "d = (1−θ)d + θg; ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
-            build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.vasso(c.sharpness.rho, c.sharpness.theta)),
+            build=lambda c, m, L, n: ascent(mean_grad(m, L), sharpness.vasso(c.sharpness.rho, c.sharpness.theta)),
         ),
         Algorithm(
             "asam",
             "ε = ρ T²g/‖Tg‖, T = |w|+η; w ← opt(w, ∇L_B(w+ε))",
-            build=lambda c, m, L: ascent(mean_grad(m, L), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta)),
+            build=lambda c, m, L, n: ascent(mean_grad(m, L), sharpness.asam(c.sharpness.rho, c.sharpness.asam_eta)),
         ),
         Algorithm(
             "sharpreg",
             "ε = ρ g/‖g‖; w ← opt(w, (1+λ)∇L_B(w) − λ∇L_B(w+ε))",
-            build=lambda c, m, L: sharpreg(mean_grad(m, L), c.sharpness.rho, c.sharpness.sharpreg_lambda),
+            build=lambda c, m, L, n: sharpreg(mean_grad(m, L), c.sharpness.rho, c.sharpness.sharpreg_lambda),
+        ),
+        Algorithm(
+            "gsam",
+            "ε = ρ_t g/‖g‖; g_p = ∇L_B(w+ε); g_⊥ = g − (g·g_p/‖g_p‖²)g_p; w ← opt(w, g_p − α g_⊥)",
+            build=lambda c, m, L, n: gsam(mean_grad(m, L), _rho_at(c, n), c.sharpness.gsam_alpha),
+        ),
+        Algorithm(
+            "looksam",
+            "t%k=0: g_s = ∇L_B(w+ρg/‖g‖), g_v = g_s − (g_s·g/‖g‖²)g, w ← opt(w, g_s); "
+            "else w ← opt(w, g + α(‖g‖/‖g_v‖)g_v)",
+            build=lambda c, m, L, n: looksam(
+                mean_grad(m, L),
+                c.sharpness.rho,
+                c.sharpness.looksam_k,
+                c.sharpness.looksam_alpha,
+                c.sharpness.looksam_layerwise,
+            ),
+        ),
+        Algorithm(
+            "friendlysam",
+            "d = g − σm; m = λm + (1−λ)g (m₁ = d₁ = g₁); ε = ρ d/‖d‖; w ← opt(w, ∇L_B(w+ε))",
+            build=lambda c, m, L, n: ascent(
+                mean_grad(m, L), sharpness.friendly(c.sharpness.rho, c.sharpness.fsam_sigma, c.sharpness.fsam_lambda)
+            ),
+        ),
+        Algorithm(
+            "swa",
+            "w ← the step of row swa.base; after each epoch e ≥ ⌊start·E⌋: w̄ ← w̄ + (w − w̄)/(n+1); run evaluates w̄",
+            build=_swa_build,
+            averages=True,
         ),
         Algorithm("noisy_sgd", "g = ∇L_B(w) + N(0, (σ/B)²I), no clipping: NOT private, no ε", kind="noisy"),
         Algorithm("dpsgd", "g̃ = (Σ clip_C ∇ℓ_i(w) + N(0,σ²C²I))/(qN); 1 release/step", kind="dp", dp_ascent=_dp_none),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .transforms import Transform, adaptive_scale, chain, ema, normalize, scale
+from .transforms import Transform, adaptive_scale, chain, ema, ema_residual, normalize, scale
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,9 @@ def vasso(rho: float, theta: float) -> Ascent:
 def asam(rho: float, eta: float) -> Ascent:
     """ASAM (Kwon et al. 2021): ε = ρ · T_w² g / ‖T_w g‖ with T_w = |w| + η, composed as T ∘ normalize ∘ T."""
     return Ascent(chain(adaptive_scale(eta), normalize(), adaptive_scale(eta), scale(rho)))
+
+
+def friendly(rho: float, sigma: float, lam: float) -> Ascent:
+    """FriendlySAM (Li et al., CVPR 2024): m_t = λ m_{t−1} + (1 − λ) g_t (m_1 = g_1), d_t = g_t − σ m_{t−1}
+    (d_1 = g_1), ε_t = ρ · d_t / ‖d_t‖: the ascent along the batch-specific part of the gradient only."""
+    return Ascent(chain(ema_residual(sigma, lam), normalize(radius=rho)))

@@ -90,3 +90,19 @@ def adaptive_scale(eta: float) -> Transform:
         return T.mul(t, g), state
 
     return Transform(lambda params: (), update)
+
+
+def ema_residual(sigma: float, lam: float) -> Transform:
+    """FriendlySAM's batch-specific part of the gradient (Li et al. 2024): d_t = g_t − σ m_{t−1}, then
+    m_t = λ m_{t−1} + (1 − λ) g_t, with m_1 = g_1 and d_1 = g_1 (no average exists before the first step).
+
+    σ = 0 gives d_t = g_t (SAM). The state is m_{t−1}, or None before the first step. The order (d from the
+    previous average, then the update) is the authors' released code's and pytorch-optimizer 4.1.0's.
+    """
+
+    def update(g: Tree, m: Tree | None, params: Tree) -> tuple[Tree, Tree]:
+        if m is None:
+            return g, T.clone(g)
+        return T.add(g, m, alpha=-sigma), T.lerp(m, g, 1.0 - lam)
+
+    return Transform(lambda params: None, update)

@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "rho": 0.05,
     "theta": 0.9,
     "sharpreg_lambda": 1.0,
+    "extra_optimizers": [],
     "width": 256,
     "lr": 0.1,
     "batch_size": 128,
@@ -122,6 +123,8 @@ REASONS = {
     "rho": "the SAM pool the claims compare with SGD: paper 1's CIFAR-10 default",
     "theta": "VaSSO's default (science.md §1.2)",
     "sharpreg_lambda": "SharpReg's default λ (science.md §1.4)",
+    "extra_optimizers": "more pools per data set, at ρ = `rho` with each row's own defaults: any of "
+    "gsam, looksam, friendlysam, swa (over SGD), swa-sam (over SAM); none by default",
     "width": "the MLP 2×width of the default preset; overparameterised enough to interpolate",
     "lr": "the default preset's SGD lr (momentum 0.9, cosine)",
     "batch_size": "the default preset's batch",
@@ -157,6 +160,15 @@ def _base(s: dict[str, Any], dataset: str) -> list[str]:
     return [f"model.width={s['width']}", "model.depth=2", f"train.epochs={s['longtail_epochs']}", f"seed={s['seed']}"]
 
 
+EXTRA = {  # the pools --set extra_optimizers can add: name -> overrides (ρ = the study's `rho` where it applies)
+    "gsam": ["algorithm=gsam"],
+    "looksam": ["algorithm=looksam"],
+    "friendlysam": ["algorithm=friendlysam"],
+    "swa": ["algorithm=swa", "swa.base=sgd"],
+    "swa-sam": ["algorithm=swa", "swa.base=sam"],
+}
+
+
 def optimizers(s: dict[str, Any], dataset: str) -> dict[str, list[str]]:
     """The non-private pools of one data set: name -> overrides (on top of the data set's base)."""
     out: dict[str, list[str]] = {"sgd": ["algorithm=sgd"]}
@@ -169,6 +181,10 @@ def optimizers(s: dict[str, Any], dataset: str) -> dict[str, list[str]]:
         f"sharpness.rho={s['rho']}",
         f"sharpness.sharpreg_lambda={s['sharpreg_lambda']}",
     ]
+    for name in s["extra_optimizers"]:
+        if name not in EXTRA:
+            raise FlatprivError(f"--set extra_optimizers: {name!r} is not one of {', '.join(EXTRA)}")
+        out[name] = [*EXTRA[name], f"sharpness.rho={s['rho']}"]
     return out
 
 
