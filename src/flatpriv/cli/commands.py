@@ -209,6 +209,23 @@ def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def cmd_sharpness(a: argparse.Namespace) -> dict[str, Any]:
+    from ..analyses.sharpness import run_sharpness
+
+    summary = run_sharpness(
+        a.run_dir, subset=a.subset, iters=a.iters, tol=a.tol, probes=a.probes, seed=a.seed, batch_size=a.batch_size
+    )
+    if not a.json:
+        state = "converged" if summary["converged"] else "not converged"
+        print(
+            f"sharpness of {summary['algorithm']} on {summary['dataset']}/{summary['model']} over "
+            f"{summary['examples']} training examples: lambda_max {summary['lambda_max']:.6g} "
+            f"({summary['iterations']} iterations, {state}), trace {summary['trace_mean']:.6g} "
+            f"+- {summary['trace_stderr']:.3g} (standard error, {summary['probes']} probes)"
+        )
+    return summary
+
+
 def cmd_presets(a: argparse.Namespace) -> dict[str, Any]:
     from ..config_io import describe_presets
 

@@ -156,7 +156,7 @@ def _pool_parsers(sub: Any) -> None:
 
 
 def _analyses_parsers(sub: Any) -> None:
-    """memorization, attack and curvature: analyses of a finished run."""
+    """memorization, attack, curvature and sharpness: analyses of a finished run."""
     p = sub.add_parser(
         "memorization",
         help="Feldman-Zhang memorization, influence and influence entropy of a pool",
@@ -231,6 +231,27 @@ def _analyses_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=at_most(SEED_MAX), default=0, help="seed of the probes")
     _analysis_args(p)
     p.set_defaults(func=c.cmd_curvature)
+
+    p = sub.add_parser(
+        "sharpness",
+        help="largest Hessian eigenvalue and Hessian trace of a run's training loss",
+        description="Parameter-space sharpness of a finished single run's final model (model.pt): "
+        "lambda_max of the training-loss Hessian by power iteration on Hessian-vector products, and "
+        "its trace by Hutchinson (Rademacher probes, mean and standard error), over the run's training "
+        "set or a fixed random subset of it, in float32, eval mode. Writes nothing; --json prints the "
+        "summary.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run (flatpriv train)")
+    p.add_argument("--subset", type=at_most(10**9), metavar="N", help="N random training examples (seeded)")
+    p.add_argument("--iters", type=at_most(100_000), default=100, metavar="K", help="power iterations at most (100)")
+    p.add_argument("--tol", type=finite, default=1e-4, help="relative change of lambda that stops them (1e-4)")
+    p.add_argument("--probes", type=at_most(100_000), default=100, metavar="P", help="Hutchinson probes (100)")
+    p.add_argument("--seed", type=at_most(SEED_MAX), default=0, help="seed of the subset, start vector, probes (0)")
+    p.add_argument(
+        "--batch-size", type=at_most(10**9), metavar="B", help="evaluation batch (default: train.eval_batch_size)"
+    )
+    _common(p)
+    p.set_defaults(func=c.cmd_sharpness)
 
 
 def _privacy_parsers(sub: Any) -> None:
