@@ -157,3 +157,12 @@ def test_refused_settings_are_one_line_and_leave_no_directory(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_another_data_set_runs_every_part_on_it(tmp_path, capsys):
+    """--set dataset=digits: the pools, the noisy runs and the DP pools all train on scikit-learn's digits."""
+    argv = _argv(tmp_path, "--set", "dataset='digits'", "--set", "dp_batch_size=64", "--json")
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stages = json.loads((Path(summary["run_dir"]) / "results.json").read_text())["stages"]
+    assert {rec["summary"]["dataset"] for rec in stages.values() if "summary" in rec} == {"digits"}

@@ -48,6 +48,7 @@ CLAIMS = [
 
 DEFAULTS: dict[str, Any] = {
     "dataset": "mnist1d",
+    "data_root": "",
     "samples": 5000,
     "models": 128,
     "epochs": 30,
@@ -90,7 +91,10 @@ QUICK: dict[str, Any] = {
     "resamples": 200,
 }
 REASONS = {
-    "dataset": "MNIST-1D (science.md §6: offline); other data sets take their own presets' sizes",
+    "dataset": "MNIST-1D (science.md §6: offline); digits, synthetic-longtail, or an image set from data_root "
+    "(mnist, fashion-mnist, cifar10: use --device cuda and --set width/dp_width for a CNN-sized budget); every part, "
+    "the DP pools included, uses it, and samples / dp_samples apply to MNIST-1D only",
+    "data_root": "directory holding the image sets in torchvision's file layout (never downloaded)",
     "samples": "MNIST-1D's own default size: 4000 train / 1000 test",
     "models": "≥ 128 pool models (issue); exact half masks, so each example is IN for 64 models and OUT for 64",
     "epochs": "SGD interpolates each 2000-example half in 30 epochs (as in sam-privacy)",
@@ -122,10 +126,15 @@ REASONS = {
 }
 
 
+def _data(s: dict[str, Any], samples: int) -> list[str]:
+    if s["dataset"] == "mnist1d":
+        return [f"data.num_samples={samples}"]
+    return [f"data.name={s['dataset']}", *([f"data.root={s['data_root']}"] if s["data_root"] else [])]
+
+
 def _base(s: dict[str, Any]) -> list[str]:
-    data = [f"data.num_samples={s['samples']}"] if s["dataset"] == "mnist1d" else [f"data.name={s['dataset']}"]
     return [
-        *data,
+        *_data(s, s["samples"]),
         f"model.width={s['width']}",
         "model.depth=2",
         f"optim.lr={s['lr']}",
@@ -137,7 +146,7 @@ def _base(s: dict[str, Any]) -> list[str]:
 
 def _dp_base(s: dict[str, Any]) -> list[str]:
     return [
-        f"data.num_samples={s['dp_samples']}",
+        *_data(s, s["dp_samples"]),
         f"model.width={s['dp_width']}",
         "model.depth=2",
         f"train.batch_size={s['dp_batch_size']}",

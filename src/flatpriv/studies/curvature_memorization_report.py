@@ -193,9 +193,10 @@ def _r4(ctx: Context, s: dict[str, Any]) -> tuple[Result, Result, Section]:
     rows.append(
         ["∞ (SGD)", None, float(inf["eps_lower"]), float(np.mean(inf["auc"])), inf_mem, "", 1.0, inf_curv, inf_acc]
     )
+    size = s["dp_samples"] if s["dataset"] == "mnist1d" else "all"
     sec = Section("R4: memorization and curvature against ε under DP-SGD").text(
-        f"DP-SGD pools of {s['dp_models']} models (exact half masks) on {s['dp_samples']} MNIST-1D examples "
-        f"(80 % train), MLP 2 × {s['dp_width']}, expected batch {s['dp_batch_size']}, {s['dp_epochs']} epochs, "
+        f"DP-SGD pools of {s['dp_models']} models (exact half masks) on {size} {s['dataset']} examples (MNIST-1D: "
+        f"80 % train), MLP 2 × {s['dp_width']}, expected batch {s['dp_batch_size']}, {s['dp_epochs']} epochs, "
         f"C = {s['clip_norm']:g}, δ = {s['delta']:g}, σ calibrated by PLD (add/remove-one) to each ε; the "
         "non-private pool is SGD with the same data, model, batch and epochs. Memorization is the mean FZ score over "
         "all training points; curvature the "
