@@ -27,7 +27,10 @@ def test_keep_masks_exact_fraction_and_seeded():
     assert (keep == make_keep(8, 101, 0.5, seed=3)).all() and not (keep == make_keep(8, 101, 0.5, seed=4)).all()
     assert len({tuple(r) for r in keep}) == 8  # models see different subsets
     with pytest.raises(FlatprivError):
-        make_keep(4, 10, 1.0, 0)
+        make_keep(4, 10, 1.2, 0)
+    assert make_keep(4, 10, 1.0, 0).all()  # fraction 1: a seed sweep, every model on every example
+    with pytest.raises(FlatprivError):
+        make_keep(4, 10, 1.0, 0, "bernoulli")
 
 
 def test_bernoulli_keep_masks_are_independent_coin_flips():
