@@ -112,7 +112,7 @@ def _closure_style(model: torch.nn.Module, opt, batches) -> dict[str, torch.Tens
     return _weights(model)
 
 
-def _close(a: dict, b: dict, atol: float = 1e-7) -> None:
+def _assert_close(a: dict, b: dict, atol: float = 1e-7) -> None:
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-6 if atol else 0)
@@ -142,7 +142,7 @@ def test_gsam_equals_pytorch_optimizer(arch, schedule, float64):
         opt.step()
         sched.step()
         opt.update_rho_t()
-    _close(ours, _weights(model))
+    _assert_close(ours, _weights(model))
     sam = _ours(MODELS[arch](), _cfg("sam", "cosine", rho=rho), batches)
     assert _far(ours, sam) > 1e-4  # GSAM moved differently from SAM: the comparison has teeth
 
@@ -155,7 +155,7 @@ def test_friendlysam_equals_pytorch_optimizer(arch, float64):
     opt = po.FriendlySAM(
         model.parameters(), torch.optim.SGD, rho=0.1, sigma=1.0, lmbda=0.9, lr=LR, momentum=MOMENTUM, weight_decay=WD
     )
-    _close(ours, _closure_style(model, opt, batches))
+    _assert_close(ours, _closure_style(model, opt, batches))
     assert _far(ours, _ours(MODELS[arch](), _cfg("sam", rho=0.1), batches)) > 1e-4
 
 
@@ -168,7 +168,7 @@ def test_looksam_layerwise_equals_pytorch_optimizer(arch, float64):
     opt = po.LookSAM(
         model.parameters(), torch.optim.SGD, rho=0.1, k=5, alpha=0.7, lr=LR, momentum=MOMENTUM, weight_decay=WD
     )
-    _close(ours, _closure_style(model, opt, batches))
+    _assert_close(ours, _closure_style(model, opt, batches))
     whole = _ours(MODELS[arch](), _cfg("looksam", rho=0.1, looksam_k=5, looksam_alpha=0.7), batches)
     assert _far(ours, whole) > 1e-2  # per tensor is not the paper's one-vector form (0.24 on the MLP)
 
@@ -212,7 +212,7 @@ def _looksam_paper(model: torch.nn.Module, batches, rho: float, k: int, alpha: f
 def test_looksam_equals_the_papers_algorithm(arch, float64):
     batches = _batches()
     ours = _ours(MODELS[arch](), _cfg("looksam", rho=0.1, looksam_k=5, looksam_alpha=0.7), batches)
-    _close(ours, _looksam_paper(MODELS[arch](), batches, 0.1, 5, 0.7))
+    _assert_close(ours, _looksam_paper(MODELS[arch](), batches, 0.1, 5, 0.7))
     assert _far(ours, _ours(MODELS[arch](), _cfg("sam", rho=0.1), batches)) > 1e-4
 
 
@@ -228,7 +228,7 @@ def test_looksam_equals_the_papers_algorithm(arch, float64):
 def test_reductions_to_sam(algorithm, sharp):
     batches = _batches(8)
     sam = _ours(_mlp(), _cfg("sam", rho=0.2), batches)
-    _close(_ours(_mlp(), _cfg(algorithm, rho=0.2, **sharp), batches), sam, atol=0)  # the same operations: exact
+    _assert_close(_ours(_mlp(), _cfg(algorithm, rho=0.2, **sharp), batches), sam, atol=0)  # the same operations: exact
 
 
 def test_swa_lr_is_constant_from_the_swa_start():
@@ -286,7 +286,7 @@ def test_swa_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     done = resume(part["run_dir"], quiet=True)
     a = torch.load(Path(full["run_dir"]) / "model.pt", weights_only=True)
     b = torch.load(Path(done["run_dir"]) / "model.pt", weights_only=True)
-    _close(a, b, atol=0)
+    _assert_close(a, b, atol=0)
 
 
 POOL_CASES = {
