@@ -61,7 +61,7 @@ def test_quick_mode_end_to_end(tmp_path, capsys):
 
 
 def test_an_interrupted_study_resumes_and_skips_finished_stages(tmp_path, monkeypatch, capsys):
-    import flatpriv.studies.noisy_sgd_bias as study
+    import flatpriv.studies.stages as study
 
     trained: list[str] = []
     real = study.train_pool

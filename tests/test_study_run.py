@@ -90,7 +90,7 @@ def test_report_html_is_self_contained(tmp_path, capsys):
 
 
 def test_an_interrupted_study_resumes_and_skips_finished_stages(tmp_path, monkeypatch, capsys):
-    import flatpriv.studies.sam_privacy as study
+    import flatpriv.studies.stages as study
 
     trained: list[str] = []
     real = study.train_pool

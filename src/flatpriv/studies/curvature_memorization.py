@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config_io import resolve
 from ..errors import FlatprivError
-from ..pools import train_pool
-from ..train import train
 from .claims import Claim
 from .runner import Context, Stage, StudySpec
+from .stages import training_stage
 
 CLAIMS = [
     Claim(
@@ -189,33 +187,13 @@ def specs(s: dict[str, Any]) -> dict[str, tuple[str, list[str], int]]:
     return out
 
 
-def _stage(name: str, kind: str, overrides: list[str], models: int) -> Stage:
-    def run(ctx: Context) -> dict[str, Any]:
-        cfg, _ = resolve(preset="default", overrides=overrides + [f"train.device={ctx.device}"])
-        if kind == "run":
-            summary = train(cfg, name=name, out=ctx.run_dir / "runs", quiet=ctx.quiet)
-        else:
-            summary = train_pool(
-                cfg,
-                models,
-                keep_fraction=0.5,
-                name=name,
-                out=ctx.run_dir / "pools",
-                quiet=ctx.quiet,
-                backend=ctx.backend,
-                save_weights=True,
-            )
-        if not summary.get("finished", True):
-            raise KeyboardInterrupt
-        return {"run_dir": summary["run_dir"], "summary": summary, "overrides": overrides}
-
-    return Stage(name, run, kind if kind == "pool" else "run")
-
-
 def stages(s: dict[str, Any]) -> list[Stage]:
     from .curvature_memorization_measure import measure_stage
 
-    trained = [_stage(name, *spec) for name, spec in specs(s).items()]
+    trained = [
+        training_stage(name, over, models if kind == "pool" else None, save_weights=True)
+        for name, (kind, over, models) in specs(s).items()
+    ]
     return [*trained, Stage("measure", measure_stage, "analysis")]
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config_io import resolve
 from ..errors import FlatprivError
-from ..pools import train_pool
 from .claims import Claim
 from .runner import Context, Stage, StudySpec
+from .stages import training_stage
 
 CLAIMS = [
     Claim(
@@ -159,19 +158,6 @@ def pool_specs(s: dict[str, Any]) -> dict[str, tuple[list[str], int]]:
     return specs
 
 
-def _pool_stage(name: str, overrides: list[str], models: int) -> Stage:
-    def run(ctx: Context) -> dict[str, Any]:
-        cfg, _ = resolve(preset="default", overrides=overrides + [f"train.device={ctx.device}"])
-        summary = train_pool(
-            cfg, models, keep_fraction=1.0, name=name, out=ctx.run_dir / "pools", quiet=ctx.quiet, backend=ctx.backend
-        )
-        if not summary.get("finished", True):
-            raise KeyboardInterrupt
-        return {"run_dir": summary["run_dir"], "summary": summary, "overrides": overrides}
-
-    return Stage(name, run, "pool")
-
-
 def stages(s: dict[str, Any]) -> list[Stage]:
     from .noisy_sgd_bias_compute import dln_stage, ls_stage
 
@@ -179,7 +165,7 @@ def stages(s: dict[str, Any]) -> list[Stage]:
         raise FlatprivError("--set dln_alpha / dln_sigma: the judged α and σ must be points of dln_alphas / dln_sigmas")
     if s["dln_seeds"] < 2 or s["models"] < 2:
         raise FlatprivError("--set dln_seeds / models: need at least 2 seeds")
-    pools = [_pool_stage(name, over, s["models"]) for name, (over, _) in pool_specs(s).items()]
+    pools = [training_stage(name, over, s["models"], keep_fraction=1.0) for name, (over, _) in pool_specs(s).items()]
     return [Stage("dln", dln_stage, "compute"), Stage("least-squares", ls_stage, "compute"), *pools]
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config_io import resolve
 from ..errors import FlatprivError
-from ..pools import train_pool
 from .claims import Claim
 from .runner import Context, Stage, StudySpec
+from .stages import training_stage
 
 CLAIMS = [
     Claim(
@@ -227,23 +226,10 @@ def pool_specs(s: dict[str, Any]) -> dict[str, tuple[str, list[str], int]]:
     return specs
 
 
-def _pool_stage(name: str, preset: str, overrides: list[str], models: int) -> Stage:
-    def run(ctx: Context) -> dict[str, Any]:
-        cfg, _ = resolve(preset=preset, overrides=overrides + [f"train.device={ctx.device}"])
-        summary = train_pool(
-            cfg, models, keep_fraction=0.5, name=name, out=ctx.run_dir / "pools", quiet=ctx.quiet, backend=ctx.backend
-        )
-        if not summary.get("finished", True):  # Ctrl-C inside the pool: the stage is not finished
-            raise KeyboardInterrupt
-        return {"run_dir": summary["run_dir"], "summary": summary, "overrides": overrides}
-
-    return Stage(name, run, "pool")
-
-
 def stages(s: dict[str, Any]) -> list[Stage]:
     from .sam_privacy_analysis import measure_stage
 
-    pools = [_pool_stage(n, *spec) for n, spec in pool_specs(s).items()]
+    pools = [training_stage(n, over, models, preset=preset) for n, (preset, over, models) in pool_specs(s).items()]
     return [*pools, Stage("measure", measure_stage, "analysis")]
 
 
