@@ -90,3 +90,44 @@ def run_sharpness(
         "device": str(data.x_train.device),
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def pool_sharpness(
+    run_dir: str | Path,
+    models: int,
+    subset: int | None = None,
+    iters: int = 20,
+    tol: float = 1e-3,
+    probes: int = 10,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """λ_max and tr ∇²L of the first ``models`` models of a pool trained with ``--save-weights``, each on the same
+    training examples (its labels as trained on) and with the same probes; one dict per model."""
+    from .curvature import pool_weights  # the pool's saved weights, read without unpickling
+
+    run_dir = Path(run_dir)
+    cfg = config_from_dict(results.read_json(run_dir / "config.json"))
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.data, device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    n = len(data.y_train)
+    indices = None if subset is None else fixed_subset(n, min(subset, n), seed)
+    out = []
+    for k, w in enumerate(pool_weights(run_dir)[:models]):
+        params = {name: v.to(device) for name, v in w.items()}
+        if set(params) != {name for name, _ in model.named_parameters()}:
+            raise FlatprivError(f"{run_dir}: the saved weights do not fit the model in config.json")
+        common = dict(params=params, indices=indices, seed=seed, batch_size=cfg.train.eval_batch_size)
+        top = top_eigenvalue(model, data.x_train, data.y_train, iters=iters, tol=tol, **common)
+        trace = hessian_trace(model, data.x_train, data.y_train, probes=probes, **common)
+        out.append(
+            {
+                "model": k,
+                "lambda_max": top.value,
+                "converged": top.converged,
+                "trace_mean": trace.mean,
+                "trace_stderr": trace.stderr,
+                "examples": top.examples,
+            }
+        )
+    return out

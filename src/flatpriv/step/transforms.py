@@ -106,3 +106,14 @@ def ema_residual(sigma: float, lam: float) -> Transform:
         return T.add(g, m, alpha=-sigma), T.lerp(m, g, 1.0 - lam)
 
     return Transform(lambda params: None, update)
+
+
+def observe(fn: Callable[[Tree], None]) -> Transform:
+    """g ↦ g, calling ``fn(g)`` on the way: a tap that lets a measurement see a pipeline's intermediate tree
+    (e.g. VaSSO's g_t and d_t along training) without changing the step."""
+
+    def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        fn(g)
+        return g, state
+
+    return Transform(lambda params: (), update)

@@ -23,6 +23,7 @@ STUDIES = {
     "sam-privacy": "sam_privacy",
     "curvature-memorization": "curvature_memorization",
     "noisy-sgd-bias": "noisy_sgd_bias",
+    "vasso-label-noise": "vasso_label_noise",
 }
 
 
