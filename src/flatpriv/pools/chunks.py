@@ -44,7 +44,7 @@ def chunk_arrays(
         "test_logits": np.asarray(r["test_logits"].cpu(), dtype=np.float32),
         "train_accuracy": r["train_accuracy"],
         "test_accuracy": r["test_accuracy"],
-        **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate") if k in r},
+        **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate", "releases") if k in r},
     }
     if save_weights:
         arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})

@@ -92,7 +92,7 @@ def _run_chunks(
     test_acc = np.concatenate([p["test_accuracy"] for p in parts])
     private = {
         key: np.concatenate([np.atleast_1d(p[key]) for p in parts])
-        for key in ("epsilon", "noise_multiplier", "sample_rate")
+        for key in ("epsilon", "noise_multiplier", "sample_rate", "releases")
         if key in parts[0]
     }
     results.write_jsonl(
@@ -104,7 +104,7 @@ def _run_chunks(
                 "train_accuracy": float(a),
                 "test_accuracy": float(b),
                 "kept": int(keep[k].sum()),
-                **{key: float(v[k]) for key, v in private.items()},
+                **{key: int(v[k]) if key == "releases" else float(v[k]) for key, v in private.items()},
             }
             for k, (a, b) in enumerate(zip(train_acc, test_acc))
         ],

@@ -24,6 +24,7 @@ STUDIES = {
     "curvature-memorization": "curvature_memorization",
     "noisy-sgd-bias": "noisy_sgd_bias",
     "vasso-label-noise": "vasso_label_noise",
+    "dp-sat": "dp_sat",
 }
 
 
