@@ -1,9 +1,15 @@
-"""Opacus 1.6 DP-SGD on the same MNIST-1D data and model as ``flatpriv train --preset dpsgd``, for a same-machine
-accuracy comparison (benchmark-only: ``pip install -e '.[bench]'``).
+"""Whole DP-SGD runs, flatpriv against Opacus 1.6, on the same data, model, σ, q, steps and epochs, side by side in
+one process (Opacus: ``pip install -e '.[bench]'``).
 
-Poisson sampling with expected batch 1024 of 40 000 examples, 15 epochs, C = 1, SGD lr 0.5 momentum 0.9, and the
-noise multiplier σ flatpriv calibrates for ε = 3 (PLD), so both spend the same privacy. Prints one JSON object.
-Usage: python benchmarks/opacus_dp.py [--model mlp|cnn1d] [--seeds 3]
+flatpriv: ``flatpriv train --preset dpsgd`` (MNIST-1D 40 000 / 10 000, expected batch 1024, C = 1, SGD lr 0.5
+momentum 0.9, ε = 3 by PLD, 15 epochs), with ``--model mlp`` the MLP 2×256. Opacus: the same model and initial
+weights at the σ flatpriv calibrated, Poisson rate q and round(1/q) steps per epoch
+(:mod:`flatpriv.studies.opacus_reference`), in ``--mode hooks`` and/or ``ghost``. Seeds run in turn, each variant
+once per seed (interleaved, so drift in machine load hits all alike). Prints one JSON object: per run accuracy
+and training seconds (flatpriv's include its per-epoch evaluation and checkpoint); means, sds, and the
+wall-time ratio of each Opacus mode to flatpriv.
+Usage: python benchmarks/opacus_dp.py [--model mlp|cnn1d] [--seeds 3] [--mode hooks|ghost|both] [--epochs 15]
+[--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -11,67 +17,51 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-import warnings
-
-import torch
-import torch.nn.functional as F
+import tempfile
 
 from flatpriv.config_io import resolve
-from flatpriv.data import load_data
-from flatpriv.models import build_model
-from flatpriv.privacy.accounting import calibrate_noise
+from flatpriv.studies.opacus_reference import opacus_dpsgd
+from flatpriv.train import train
 
 
-def run(model_name: str, seed: int) -> dict:
-    from opacus import PrivacyEngine
-
-    over = ["model.width=256", "model.depth=2"] if model_name == "mlp" else []
-    cfg, _ = resolve(preset="dpsgd", overrides=[f"model.name={model_name}", *over])
-    data = load_data(cfg.data)
-    n = len(data.y_train)
-    q = cfg.train.batch_size / n
-    steps = round(1 / q) * cfg.train.epochs
-    sigma = calibrate_noise(cfg.privacy.target_epsilon, q, steps, cfg.privacy.delta, "pld")
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=cfg.train.batch_size
-    )
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, opt, loader = PrivacyEngine().make_private(
-            module=model, optimizer=opt, data_loader=loader, noise_multiplier=sigma, max_grad_norm=cfg.privacy.clip_norm
-        )
-        for _ in range(cfg.train.epochs):
-            for x, y in loader:
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-    with torch.no_grad():
-        acc = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
-    return {"seed": seed, "test_accuracy": acc, "noise_multiplier": sigma, "wall_seconds": time.perf_counter() - t0}
+def _stats(runs: list[dict]) -> dict:
+    acc = [r["test_accuracy"] for r in runs]
+    wall = [r["wall_seconds"] for r in runs]
+    return {
+        "test_accuracy_mean": statistics.mean(acc),
+        "test_accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+        "wall_seconds_mean": statistics.mean(wall),
+        "runs": runs,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mlp", choices=["mlp", "cnn1d"])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--mode", default="both", choices=["hooks", "ghost", "both"])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
-    runs = [run(a.model, s) for s in range(a.seeds)]
-    acc = [r["test_accuracy"] for r in runs]
-    print(
-        json.dumps(
-            {
-                "model": a.model,
-                "runs": runs,
-                "test_accuracy_mean": statistics.mean(acc),
-                "test_accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-            }
+    over = ["model.name=mlp", "model.width=256", "model.depth=2"] if a.model == "mlp" else []
+    over += [f"train.epochs={a.epochs}", f"train.device={a.device}"]
+    modes = ["hooks", "ghost"] if a.mode == "both" else [a.mode]
+    out: dict[str, list[dict]] = {"flatpriv": [], **{f"opacus_{m}": [] for m in modes}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(a.seeds):
+            cfg, _ = resolve(preset="dpsgd", overrides=[*over, f"seed={seed}"])
+            s = train(cfg, out=tmp, quiet=True)
+            out["flatpriv"].append(
+                {k: s[k] for k in ("seed", "test_accuracy", "epsilon", "noise_multiplier", "steps", "wall_seconds")}
+            )
+            for m in modes:
+                out[f"opacus_{m}"].append(opacus_dpsgd(cfg, s["noise_multiplier"], seed, m, device=a.device))
+    result = {"model": a.model, "epochs": a.epochs, "device": a.device, **{k: _stats(v) for k, v in out.items()}}
+    for m in modes:
+        result[f"opacus_{m}_over_flatpriv"] = (
+            result[f"opacus_{m}"]["wall_seconds_mean"] / result["flatpriv"]["wall_seconds_mean"]
         )
-    )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
