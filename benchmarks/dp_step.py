@@ -1,7 +1,10 @@
 """Median wall time of one DP training step: flatpriv's dpsgd (ghost and vmap paths), dpsat, dpsam and sgd
 against Opacus 1.6 (``hooks`` and ``ghost`` modes) on the same model and batches, in one process.
 
-Every variant steps the same batches in turn (interleaved), so drift in machine load hits all alike.
+Every variant steps the same batches in turn (interleaved), so drift in machine load hits all alike. Against the
+machine's limit (:mod:`limits`): each variant's FLOPs per step (FlopCounterMode on one step), the FLOP/s its
+median step reaches, and the matmul peak for the model's largest layer at this batch (MLP: [B, W] @ [W, W];
+1-D CNN: the second conv's im2col [B·10, 5C] @ [5C, C]), so each variant's fraction of peak is printed.
 Prints one JSON object. Opacus is a benchmark-only dependency: ``pip install -e '.[bench]'``.
 Usage: python benchmarks/dp_step.py [--steps 200] [--batch-size 256] [--device cpu]
 """
@@ -14,6 +17,7 @@ import statistics
 import warnings
 
 import torch
+from limits import count_flops, matmul_peak
 from step_time import MODELS, _time_interleaved
 
 from flatpriv.config import DataConfig, config_from_dict
@@ -129,13 +133,24 @@ def main() -> None:
         if opacus_version:
             for mode in ("hooks", "ghost"):
                 steps[f"opacus_{mode}"] = opacus_step(fresh(), data.x_train, data.y_train, a.batch_size, mode)
+        x0, y0 = batches[0]
+        for step in steps.values():  # the first step of a ghost oracle also checks it against autograd, once
+            step(x0, y0)
+        flops = {k: count_flops(lambda step=step, x=x0, y=y0: step(x, y)) for k, step in steps.items()}
         med = {k: statistics.median(v) * 1e3 for k, v in _time_interleaved(steps, batches, device, a.warmup).items()}
+        if mname == "mlp":
+            peak = matmul_peak(1, a.batch_size, mcfg.width, mcfg.width, a.device)
+        else:
+            peak = matmul_peak(1, a.batch_size * 10, mcfg.width * 5, mcfg.width, a.device)
         row: dict = {
             "median_step_ms": {k: round(v, 4) for k, v in med.items()},
             "dpsgd_over_sgd": round(med["dpsgd_ghost"] / med["sgd"], 3),
             "dpsgd_vmap_over_sgd": round(med["dpsgd_vmap"] / med["sgd"], 3),
             "dpsat_over_dpsgd": round(med["dpsat"] / med["dpsgd_ghost"], 3),
             "dpsam_over_dpsgd": round(med["dpsam"] / med["dpsgd_ghost"], 3),
+            "flops_per_step": flops,
+            "matmul_peak": peak,
+            "fraction_of_peak": {k: round(flops[k] / (med[k] / 1e3) / peak["flop_per_s"], 4) for k in med},
         }
         if opacus_version:
             best = min(med["opacus_hooks"], med["opacus_ghost"])

@@ -2,26 +2,53 @@
 
 1. K MNIST-1D MLPs (same epochs and batch), each on its own half of the data: ``pool.train_models`` (one vmapped
    computation) against K runs of the single-model training core (``take_step``) one after another, in one process.
-2. Input-loss curvature of the whole training set (n = 10 probes) relative to one plain gradient pass over it.
+2. Against the machine's limit (:mod:`limits`): the FLOPs of the pool's whole training and evaluation (counted
+   once with FlopCounterMode), the FLOP/s each side achieves, and the measured matmul peak for the pool's largest
+   layer (MLP: ``bmm`` of [K, B, W] @ [K, W, W]; 1-D CNN on a CPU, one model at a time: the widest conv's im2col
+   ``mm``), so each side's fraction of peak is printed. With ``--memory``: the peak RSS (and CUDA maximum) of a
+   single SGD run, a single DP-SGD run and the pool, each in its own fresh process.
+3. Input-loss curvature of the whole training set (n = 10 probes) relative to one plain gradient pass over it.
 Prints one JSON object. Usage: python benchmarks/pool.py [--models 64] [--epochs 1] [--set model.width=32]
+[--device cpu|cuda] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from limits import count_flops, matmul_peak, peak_memory
 
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.memorization.curvature import input_curvature
 from flatpriv.pools import make_keep, train_models
 from flatpriv.step import take_step
-from flatpriv.train import predict, prepare
+from flatpriv.train import predict, prepare, train
+
+
+def _largest_matmul(cfg, models: int, device: str) -> dict:
+    """The matmul peak for the shapes that dominate the pool's work (see the module docstring)."""
+    b = cfg.train.batch_size
+    if cfg.model.name == "mlp":
+        return matmul_peak(models, b, cfg.model.width, cfg.model.width, device)
+    # cnn1d: length 40 → 20 → 10 …; the second conv's im2col is [B·10, C·5] @ [C·5, C], one model at a time
+    return matmul_peak(1, b * 10, cfg.model.width * 5, cfg.model.width, device)
+
+
+def _single(overrides: list[str], tmp: str) -> None:
+    train(resolve(overrides=overrides)[0], out=tmp, quiet=True)
+
+
+def _pool(overrides: list[str], models: int) -> None:
+    c = resolve(overrides=overrides)[0]
+    d = load_data(c.data, c.train.device)
+    train_models(c, d, make_keep(models, len(d.y_train), 0.5, 0), list(range(models)))
 
 
 def sequential(overrides: list[str], keep: np.ndarray, seeds: list[int]) -> None:
@@ -46,6 +73,8 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--algorithm", default="sgd")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--memory", action="store_true", help="also the peak memory of SGD, DP-SGD and the pool")
     ap.add_argument(
         "--set",
         dest="overrides",
@@ -55,9 +84,9 @@ def main() -> None:
         help="config overrides for both sides, e.g. model.width=32",
     )
     a = ap.parse_args()
-    overrides = [f"train.epochs={a.epochs}", f"algorithm={a.algorithm}", *a.overrides]
+    overrides = [f"train.epochs={a.epochs}", f"algorithm={a.algorithm}", f"train.device={a.device}", *a.overrides]
     cfg, _ = resolve(overrides=overrides)
-    data = load_data(cfg.data)
+    data = load_data(cfg.data, a.device)
     keep = make_keep(a.models, len(data.y_train), 0.5, 0)
     seeds = list(range(a.models))
     train_models(cfg, data, keep[:2], seeds[:2])  # warm-up
@@ -67,6 +96,19 @@ def main() -> None:
     t = time.perf_counter()
     sequential(overrides, keep, seeds)
     t_seq = time.perf_counter() - t
+    flops = count_flops(lambda: train_models(cfg, data, keep, seeds))
+    peak = _largest_matmul(cfg, a.models, a.device)
+    memory = None
+    if a.memory:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dp = ["algorithm=dpsgd", "privacy.noise_multiplier=1.0", "optim.schedule=constant"]
+            memory = {
+                "single_sgd": peak_memory(functools.partial(_single, overrides, tmp)),
+                "single_dpsgd": peak_memory(functools.partial(_single, [*overrides, *dp], tmp)),
+                f"pool_{a.models}": peak_memory(functools.partial(_pool, overrides, a.models)),
+            }
 
     s = prepare(cfg)
     model, x, y = s.model, data.x_train, data.y_train
@@ -90,6 +132,14 @@ def main() -> None:
                 "vectorized_seconds": round(t_vec, 2),
                 "sequential_seconds": round(t_seq, 2),
                 "speedup": round(t_seq / t_vec, 3),
+                "device": a.device,
+                "flops": flops,
+                "vectorized_flop_per_s": flops / t_vec,
+                "sequential_flop_per_s": flops / t_seq,
+                "matmul_peak": peak,
+                "vectorized_fraction_of_peak": round(flops / t_vec / peak["flop_per_s"], 3),
+                "sequential_fraction_of_peak": round(flops / t_seq / peak["flop_per_s"], 3),
+                "memory": memory,
                 "gradient_pass_seconds": round(t_grad, 4),
                 "curvature_seconds": round(t_curv, 4),
                 "curvature_over_gradient_pass": round(t_curv / t_grad, 2),

@@ -1,0 +1,82 @@
+"""The machine's limits, measured in the benchmark's own run: FLOPs of a piece of work, the matmul peak for the
+shapes that dominate it, and peak memory.
+
+- :func:`count_flops` runs a callable once under ``torch.utils.flop_counter.FlopCounterMode`` and returns the
+  FLOPs it counted (matmuls, convolutions and their backward; elementwise work is not counted, so the fraction
+  of peak below is a lower bound on how busy the matmul units are).
+- :func:`matmul_peak` times ``torch.bmm`` (or ``mm`` for one model) of the given shapes: the FLOP/s this machine
+  reaches on exactly the products that dominate the work, the ceiling a pool or a DP step can approach.
+- :func:`peak_memory` runs a callable in a fresh spawned process and returns its peak resident set (and on a GPU
+  the CUDA allocator's maximum), so each variant is measured alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` as FlopCounterMode counts them (2·m·n·k per matmul, forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(
+    batch: int, m: int, k: int, n: int, device: str = "cpu", repeats: int = 30, dtype: torch.dtype = torch.float32
+) -> dict[str, float]:
+    """Median FLOP/s of ``bmm`` of [batch, m, k] @ [batch, k, n] (``mm`` when batch is 1) on ``device``."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(batch, m, k, generator=g, dtype=dtype).to(device)
+    b = torch.randn(batch, k, n, generator=g, dtype=dtype).to(device)
+    op = (lambda: a[0] @ b[0]) if batch == 1 else (lambda: torch.bmm(a, b))
+    for _ in range(3):
+        op()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        op()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    flops = 2.0 * batch * m * k * n
+    return {
+        "shape": f"[{batch}, {m}, {k}] @ [{batch}, {k}, {n}]",
+        "flops": flops,
+        "flop_per_s": flops / statistics.median(times),
+    }
+
+
+def _child(fn: Callable[[], Any], queue: Any) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    fn()
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    queue.put(
+        {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cuda_max_allocated_mib": cuda}
+    )
+
+
+def peak_memory(fn: Callable[[], Any]) -> dict[str, float | None]:
+    """Peak RSS (MiB) of a fresh process that runs ``fn`` (a picklable, module-level callable), and on a GPU the
+    CUDA allocator's maximum; the process's own start-up (Python, torch) is included in the RSS."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
