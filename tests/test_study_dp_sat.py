@@ -57,7 +57,7 @@ def test_quick_mode_end_to_end(tmp_path, capsys):
     assert plots == {f"{kind}_{a}.png" for kind in ("accuracy", "time") for a in ("mlp", "cnn1d")}
     md = (run / "report.md").read_text()
     assert md.index("## Claims") < md.index("## Settings against the paper's") < md.index("## mlp: accuracy")
-    assert "Opacus DP-SGD (hooks)" in md and "mnist: skipped, no MNIST/raw/train-images-idx3-ubyte" in md
+    assert "Opacus DP-SGD (ghost)" in md and "mnist: skipped, no MNIST/raw/train-images-idx3-ubyte" in md
     assert all(f"plots/{name}" in md for name in plots)
 
 
