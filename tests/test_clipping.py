@@ -14,6 +14,7 @@ from flatpriv.config import ModelConfig
 from flatpriv.models import build_model
 from flatpriv.privacy import ghost
 from flatpriv.privacy.clipping import FlatprivWarning, clipped_grad, supports_ghost
+from flatpriv.privacy.ghost import unsupported_parts
 from flatpriv.step.oracles import mean_grad
 from flatpriv.tree import Tree, add, norm
 
@@ -261,7 +262,10 @@ def test_ghost_norm_and_materialised_branches(name: str, ghost_norm: bool, monke
 def test_unsupported_layer_falls_back_to_vmap(name: str) -> None:
     model, _ = make(name)
     assert not supports_ghost(model)
-    assert clipped_grad(model, 1.0).method == "vmap"
+    with pytest.warns(FlatprivWarning, match="ghost clipping does not cover") as caught:  # says which layer
+        assert clipped_grad(model, 1.0).method == "vmap"
+    assert len(caught) == 1 and len(str(caught[0].message).splitlines()) == 1
+    assert unsupported_parts(model)[0] in str(caught[0].message)
     with pytest.raises(ValueError, match="ghost"):
         clipped_grad(model, 1.0, method="ghost")
     check_against_loop(name, 20, methods=("auto",))

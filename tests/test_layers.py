@@ -35,12 +35,13 @@ LAYERS: dict[str, set[str]] = {
     "privacy": BASE | {"attacks"},  # the audit reads the attacks' array helpers
     "step": BASE | {"privacy"},
     "train": STACK,
+    "api": STACK | {"train"},  # flatpriv.fit and flatpriv.Step: user models and data through train and step
     "pools": STACK | {"train"},
     "analyses": STACK | {"train", "pools"},
     "studies": STACK | {"train", "pools", "analyses", "config_io"},
     "cli": STACK | {"train", "pools", "analyses", "studies", "config_io"},
     "__main__": {"cli"},
-    "__init__": STACK | {"train", "pools", "config_io"},  # the lazy facade: flatpriv.train, flatpriv.resolve, ...
+    "__init__": STACK | {"train", "pools", "config_io", "api"},  # the lazy facade: flatpriv.train, flatpriv.fit, ...
 }
 TORCH_FREE = [
     "flatpriv.privacy",

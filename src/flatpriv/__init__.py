@@ -6,6 +6,10 @@ Python API in brief::
     cfg, name = resolve(preset="sam", overrides=["train.epochs=5"])
     summary = train(cfg, name=name)          # writes a run directory, returns summary.json as a dict
 
+    import flatpriv                          # your own nn.Module and data, the same run directory
+    summary = flatpriv.fit(model, (x, y), algorithm="dpsat", target_epsilon=3.0, epochs=5, lr=0.5, delta=1e-5)
+    step = flatpriv.Step(model, optimizer, "dpsat", noise_multiplier=1.0, batch_size=64, dataset_size=len(x))
+
 The names below are imported lazily, so ``flatpriv.privacy``, ``flatpriv.memorization`` and
 ``flatpriv.attacks`` can be used without loading torch.
 """
@@ -23,6 +27,8 @@ _LAZY = {
     "resolve": "config_io",
     "train": "train",
     "train_pool": "pools.run",
+    "fit": "api",
+    "Step": "api",
 }
 __all__ = [*_LAZY, "__version__"]
 

@@ -68,6 +68,42 @@ def load(run_dir: Path, cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return ckpt
 
 
+def run_state(s: Any, epoch: int, state: Any, gen: torch.Generator, elapsed: float) -> dict[str, Any]:
+    """What a checkpoint of the run set up as ``s`` (a ``flatpriv.train.Setup``) holds after ``epoch`` epochs."""
+    return {
+        "epoch": epoch,
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict() if s.scheduler else None,
+        "pipeline_state": state,
+        "generator": gen.get_state(),
+        "elapsed": elapsed,
+        "private": s.private.state_dict() if s.private else None,
+        "average": s.average.state_dict() if s.average else None,
+        "supplied": s.supplied,  # flatpriv.fit: the given model's and data's description, None otherwise
+    }
+
+
+def restore(s: Any, ckpt: dict[str, Any], path: Path) -> tuple[torch.Generator, int, float]:
+    """Load :func:`run_state`'s content into the freshly prepared run ``s``; returns (batch-order generator,
+    epochs done, seconds elapsed). A checkpoint that does not fit the run is one line naming ``path``."""
+    try:
+        s.model.load_state_dict(ckpt["model"])
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+        if s.scheduler is not None:
+            s.scheduler.load_state_dict(ckpt["scheduler"])
+        gen = torch.Generator()
+        gen.set_state(ckpt["generator"])
+        if s.private is not None:
+            s.private.load_state_dict(ckpt["private"])
+        if s.average is not None:
+            s.average.load_state_dict(ckpt["average"])
+        return gen, int(ckpt["epoch"]), float(ckpt["elapsed"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise FlatprivError(f"{path}: not a checkpoint of this run ({type(e).__name__}: {first})") from e
+
+
 def to_device(obj: Any, device: torch.device) -> Any:
     """Tensors inside plain containers moved to ``device`` (the pipeline state is saved from, and loaded to, CPU)."""
     if isinstance(obj, torch.Tensor):

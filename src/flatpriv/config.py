@@ -23,7 +23,7 @@ class DataConfig:
     seed so that models trained with different seeds see the same data.
     """
 
-    name: str = "mnist1d"  # mnist1d | digits | synthetic-longtail | mnist | fashion-mnist | cifar10
+    name: str = "mnist1d"  # mnist1d | digits | synthetic-longtail | mnist | fashion-mnist | cifar10 | user (fit)
     root: str = ""  # directory holding mnist / fashion-mnist / cifar10 in torchvision's file layout
     seed: int = 0
     num_samples: int = 5000  # mnist1d: train + test examples (80/20 split, as mnist1d's default 4000/1000)
@@ -44,7 +44,7 @@ class DataConfig:
 class ModelConfig:
     """Architecture. No BatchNorm anywhere: it couples examples, which per-example DP and vmap forbid."""
 
-    name: str = "mlp"  # mlp | cnn1d | cnn2d | resnet
+    name: str = "mlp"  # mlp | cnn1d | cnn2d | resnet | user (a module given to flatpriv.fit; the rest unused)
     width: int = 256  # mlp hidden units; base channels for the CNNs and the ResNet
     depth: int = 2  # mlp hidden layers; conv blocks for cnn1d/cnn2d; residual stages for resnet
     norm: str = "group"  # group | none (conv models and resnet; the mlp has no normalisation)
@@ -146,6 +146,9 @@ class Config:
     swa: SWAConfig = field(default_factory=SWAConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+USER = "user"  # data.name / model.name of a run whose model and data were passed to flatpriv.fit
 
 
 # --- validation ---------------------------------------------------------------------------------------------

@@ -221,6 +221,15 @@ def _check_size(cfg: ModelConfig, build: Callable[[], nn.Module]) -> None:
         )
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's outputs on ``x`` in evaluation mode, ``batch_size`` rows at a time (training mode restored)."""
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train()
+    return out
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (all of them, trainable or not)."""
     return sum(p.numel() for p in model.parameters())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint, results
-from .config import Config, config_from_dict, config_to_dict
+from .config import USER, Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
 from .errors import FlatprivError
 from .memorization.curvature import input_curvatures
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, predict
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
-from .privacy.sampling import noise_source, poisson_indices
+from .privacy.sampling import noise_source
+from .privacy.validate import validate_model
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 from .step.averaging import RunAverage
 
@@ -44,6 +46,7 @@ class Setup:
     steps_per_epoch: int
     private: PrivateRun | None  # DP and Noisy-SGD runs: rates, σ, generators, ledger
     average: RunAverage | None = None  # SWA: the weight average the run evaluates and saves
+    supplied: dict[str, Any] | None = None  # flatpriv.fit: what the given model and data were (resume checks it)
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -59,20 +62,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
+def prepare(
+    cfg: Config,
+    subset: torch.Tensor | None = None,
+    model: torch.nn.Module | Callable[[], torch.nn.Module] | None = None,
+    data: Dataset | None = None,
+) -> Setup:
     """Everything that can fail on bad input happens here, before any run directory is created.
 
     ``subset``: train on these training-set positions only (a pool member's keep mask, as a single run).
+    ``model``, ``data`` (flatpriv.fit): used instead of building cfg.model and loading cfg.data; a zero-argument
+    function for ``model`` is called where the config path builds its model, right after seeding torch.
+    A DP row checks the model first (:func:`flatpriv.privacy.validate_model`).
     """
     device = resolve_device(cfg.train.device)
     algorithm = get_algorithm(cfg.algorithm)
-    data = load_data(cfg.data, device)
+    if (model is None and cfg.model.name == USER) or (data is None and cfg.data.name == USER):
+        raise FlatprivError(
+            "this run's model and data were passed to flatpriv.fit: continue it with "
+            "flatpriv.fit(model, train_data, test_data, resume=RUN_DIR)"
+        )
+    data = load_data(cfg.data, device) if data is None else data.to(device)
     if subset is not None:
         data = data.subset(subset)
     n = len(data.y_train)
     private = setup_privacy(cfg, algorithm, n, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    if model is None:
+        model = build_model(cfg.model, data.input_shape, data.num_classes)
+    elif not isinstance(model, torch.nn.Module):
+        model = model()
+    model = model.to(device)
+    if algorithm.private:
+        validate_model(model)
     steps_per_epoch = private.steps_per_epoch if private else math.ceil(n / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, list(model.parameters()), steps_per_epoch * cfg.train.epochs)
     pipeline = algorithm.pipeline(cfg, model, private, total_steps=steps_per_epoch * cfg.train.epochs)
@@ -80,31 +102,16 @@ def prepare(cfg: Config, subset: torch.Tensor | None = None) -> Setup:
     return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch, private, average)
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    model.train()
-    return out
-
-
-def _eval(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def _eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[Any, Any]:
+    """(mean cross-entropy, accuracy) on (x, y); (None, None) for an empty split (fit without test data)."""
+    if len(y) == 0:
+        return None, None
+    logits = predict(model, x, batch_size)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch.Generator, elapsed: float) -> None:
-    content = {
-        "epoch": epoch,
-        "model": s.model.state_dict(),
-        "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict() if s.scheduler else None,
-        "pipeline_state": state,
-        "generator": gen.get_state(),
-        "elapsed": elapsed,
-        "private": s.private.state_dict() if s.private else None,
-        "average": s.average.state_dict() if s.average else None,
-    }
-    checkpoint.save(run_dir, content, config_to_dict(s.cfg))
+    checkpoint.save(run_dir, checkpoint.run_state(s, epoch, state, gen, elapsed), config_to_dict(s.cfg))
 
 
 def _loop(
@@ -166,8 +173,8 @@ def _epochs(
         checkpoint.check_finite(losses, params, epoch, s.steps_per_epoch, run_dir)
         if s.average:
             s.average.after_epoch(epoch, s.model)
-        train_loss, train_acc = _eval(predict(s.evaluated, data.x_train, cfg.train.eval_batch_size), data.y_train)
-        test_loss, test_acc = _eval(predict(s.evaluated, data.x_test, cfg.train.eval_batch_size), data.y_test)
+        train_loss, train_acc = _eval(s.evaluated, data.x_train, data.y_train, cfg.train.eval_batch_size)
+        test_loss, test_acc = _eval(s.evaluated, data.x_test, data.y_test, cfg.train.eval_batch_size)
         record = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * s.steps_per_epoch,
@@ -196,7 +203,7 @@ def _epochs(
                 results.save_array(run_dir, f"{prefix}_epoch_{epoch + 1:04d}", c.numpy())
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
-        bar.set_postfix(test_acc=f"{test_acc:.3f}", train_acc=f"{train_acc:.3f}")
+        bar.set_postfix(test_acc=f"{math.nan if test_acc is None else test_acc:.3f}", train_acc=f"{train_acc:.3f}")
     bar.close()
     return _finish(s, run_dir, record)
 
@@ -207,6 +214,8 @@ def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
         results.write_file(run_dir / "model.pt", lambda f: torch.save(s.evaluated.state_dict(), f))
     if cfg.train.save_logits:
         for split, x in (("train", data.x_train), ("test", data.x_test)):
+            if not len(x):  # fit without test data
+                continue
             logits = predict(s.evaluated, x, cfg.train.eval_batch_size)
             results.save_array(run_dir, f"{split}_logits", logits.cpu().numpy().astype(np.float32))
     for name, arr in (
@@ -250,7 +259,7 @@ def _batches(s: Setup, gen: torch.Generator, n: int, bs: int) -> Any:
     """Shuffled fixed-size batches, or for DP runs Poisson samples (sizes vary; an empty batch still steps)."""
     if s.private is not None and s.private.accounted:
         for _ in range(s.steps_per_epoch):
-            yield poisson_indices(n, s.private.sample_rate, s.private.sampler).to(s.data.x_train.device)
+            yield s.private.poisson_batch(n).to(s.data.x_train.device)
         return
     perm = torch.randperm(n, generator=gen).to(s.data.x_train.device)
     yield from (perm[i : i + bs] for i in range(0, n, bs))
@@ -262,18 +271,22 @@ def train(
     out: str | Path = "runs",
     quiet: bool = False,
     subset: torch.Tensor | None = None,
+    setup: Setup | None = None,
 ) -> dict[str, Any]:
     """Train one model into a new run directory under ``out``; returns summary.json's contents (``finished: true``),
     or after Ctrl-C ``finished: false``, ``interrupted_after_epoch`` and the run directory to resume.
 
-    ``subset`` trains on those training positions only (not resumable: the subset is not saved).
+    ``subset`` trains on those training positions only (not resumable: the subset is not saved). ``setup``: what
+    :func:`prepare` made of ``cfg`` already (flatpriv.fit, with its own model and data).
     """
-    s = prepare(cfg, subset)
+    s = setup if setup is not None else prepare(cfg, subset)
     with results.discard_on_os_error():  # a full disk before the first checkpoint leaves no directory behind
         run_dir = results.new_run_dir(out, "train", name)
         with results.locked(run_dir):
             results.write_json(run_dir / "config.json", config_to_dict(cfg))
-            results.write_json(run_dir / "provenance.json", results.provenance(str(s.data.x_train.device)))
+            supplied = {"user_supplied": s.supplied} if s.supplied else {}  # flatpriv.fit's model and data
+            prov = results.provenance(str(s.data.x_train.device))
+            results.write_json(run_dir / "provenance.json", {**prov, **supplied})
             gen = torch.Generator().manual_seed(cfg.seed)
             state = s.pipeline.init(dict(s.model.named_parameters()))
             out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
@@ -281,16 +294,25 @@ def train(
     return out_summary
 
 
-def resume(run_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
-    """Continue an interrupted run from its last epoch checkpoint, in the same run directory."""
+def resume(
+    run_dir: str | Path,
+    quiet: bool = False,
+    model: torch.nn.Module | None = None,
+    data: Dataset | None = None,
+    supplied: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Continue an interrupted run from its last epoch checkpoint, in the same run directory. A flatpriv.fit run
+    needs its ``model`` and ``data`` again, and ``supplied`` (their description) must equal the run's."""
     run_dir = Path(run_dir)
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"--resume {run_dir}: not a run directory (no config.json)")
     with results.locked(run_dir):  # the checks below too: another writer may be finishing the run right now
-        return _resume(run_dir, quiet)
+        return _resume(run_dir, quiet, model, data, supplied)
 
 
-def _resume(run_dir: Path, quiet: bool) -> dict[str, Any]:
+def _resume(
+    run_dir: Path, quiet: bool, model: torch.nn.Module | None, data: Dataset | None, supplied: dict[str, Any] | None
+) -> dict[str, Any]:
     if (run_dir / "summary.json").exists():
         raise FlatprivError(f"--resume {run_dir}: this run already finished (summary.json exists)")
     ckpt_path = run_dir / CHECKPOINT
@@ -298,23 +320,13 @@ def _resume(run_dir: Path, quiet: bool) -> dict[str, Any]:
         raise FlatprivError(f"--resume {run_dir}: no {CHECKPOINT} (the run stopped before its first epoch ended)")
     cfg_dict = results.read_json(run_dir / "config.json")
     ckpt = checkpoint.load(run_dir, cfg_dict)  # before prepare: an edited config is refused, never built
-    s = prepare(config_from_dict(cfg_dict))
+    s = prepare(config_from_dict(cfg_dict), model=model, data=data)
+    if ckpt.get("supplied") != supplied:  # flatpriv.fit: another model or other data than the run's
+        keys = checkpoint.changed_keys(ckpt.get("supplied") or {}, supplied or {})
+        raise FlatprivError(f"--resume {run_dir}: the model or data differ from the run's ({', '.join(keys[:6])})")
+    s.supplied = supplied
     device = s.data.x_train.device
-    try:
-        s.model.load_state_dict(ckpt["model"])
-        s.optimizer.load_state_dict(ckpt["optimizer"])
-        if s.scheduler is not None:
-            s.scheduler.load_state_dict(ckpt["scheduler"])
-        gen = torch.Generator()
-        gen.set_state(ckpt["generator"])
-        if s.private is not None:
-            s.private.load_state_dict(ckpt["private"])
-        if s.average is not None:
-            s.average.load_state_dict(ckpt["average"])
-        epoch, elapsed = int(ckpt["epoch"]), float(ckpt["elapsed"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise FlatprivError(f"{ckpt_path}: not a checkpoint of this run ({type(e).__name__}: {first})") from e
+    gen, epoch, elapsed = checkpoint.restore(s, ckpt, ckpt_path)
     metrics = [m for m in results.read_jsonl(run_dir / "metrics.jsonl") if m.get("epoch", 0) <= epoch]
     if len(metrics) != epoch:
         raise FlatprivError(f"--resume {run_dir}: metrics.jsonl has {len(metrics)} of the {epoch} checkpointed epochs")

@@ -5,7 +5,8 @@ What lives here:
 * mechanisms (torch): :mod:`.clipping` (the clipped-sum oracle Σ clip_C(∇ℓ_i) carrying its sensitivity C),
   :mod:`.ghost` (per-layer ghost norms) and :mod:`.ghost_pool` (the same, vmapped over a pool's model axis),
   :mod:`.sampling` (Poisson sampling, the one noise draw), :mod:`.privatizer` (the pure Gaussian mechanism,
-  the run state that feeds it, and :func:`setup_privacy`, which refuses what would break DP);
+  the run state that feeds it, and :func:`setup_privacy`, which refuses what would break DP), :mod:`.validate`
+  (:func:`validate_model`, run before any DP training, and :func:`fix_model`: BatchNorm to GroupNorm);
 * accounting and audit (numpy/scipy/dp-accounting, never torch): :mod:`.accounting` (PLD/RDP, the ledger,
   calibration), :mod:`.audit` (the Clopper–Pearson ε lower bound over (model, example) pairs, a heuristic) and
   :mod:`.one_run` (the one-run audit of Steinke, Nasr, Jagielski 2023, valid for one training run).
@@ -39,6 +40,9 @@ _LAZY = {
     "setup_privacy": "privatizer",
     "clipped_grad": "clipping",
     "supports_ghost": "clipping",
+    "validate_model": "validate",
+    "fix_model": "validate",
+    "FlatprivWarning": "clipping",
 }
 
 __all__ = [

@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from ..errors import FlatprivError
 from ..tree import Tree
-from .ghost import GhostUnsupported, ghost_layers, ghost_norms, supports_ghost
+from .ghost import GhostUnsupported, ghost_layers, ghost_norms, supports_ghost, unsupported_parts
 
 __all__ = ["ClipInfo", "ClippedOracle", "FlatprivWarning", "clip_factor", "clipped_grad", "supports_ghost"]
 
@@ -79,8 +80,18 @@ def _vmap_chunk(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.Tensor
         return F.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
     detached = {k: v.detach() for k, v in params.items()}
-    with torch.enable_grad():
-        grads, losses = vmap(grad_and_value(loss_one), in_dims=(None, 0, 0))(detached, x, y)
+    try:
+        with torch.enable_grad():
+            grads, losses = vmap(grad_and_value(loss_one), in_dims=(None, 0, 0))(detached, x, y)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:  # a kernel without a batching rule that its fallback cannot run either
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        suspects = ", ".join(unsupported_parts(model)[:4]) or "a layer"
+        raise FlatprivError(
+            f"per-example gradients by torch.func.vmap failed on this model ({type(e).__name__}: {first}); "
+            f"layers without a ghost rule here: {suspects}"
+        ) from e
     batch = x.shape[0]
     flat = {k: g.reshape(batch, -1) for k, g in grads.items()}
     sq = torch.stack([g.square().sum(1) for g in flat.values()]).sum(0)
@@ -139,6 +150,13 @@ class _Clipped:
         self.model = model
         self.sensitivity = float(clip_norm)
         self.method = "ghost" if method == "ghost" or (method == "auto" and ghost_ok) else "vmap"
+        if method == "auto" and not ghost_ok:
+            warnings.warn(
+                f"ghost clipping does not cover {', '.join(unsupported_parts(model)[:4])}: per-example gradients "
+                "by vmap for the whole model (exact, slower)",
+                FlatprivWarning,
+                stacklevel=3,
+            )
         self._auto = method == "auto"
         self._layers = ghost_layers(model) if self.method == "ghost" else []
         self._names = {k for k, _ in model.named_parameters()}

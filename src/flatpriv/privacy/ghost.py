@@ -167,19 +167,30 @@ def _rule(m: nn.Module) -> Rule | None:
     return None
 
 
+def unsupported_parts(model: nn.Module) -> list[str]:
+    """What keeps ``model`` off the ghost path, one entry per cause: each parameter-owning module without a rule
+    (``"rnn (LSTM)"``) and each parameter registered under a second name (``"head.weight (= embed.weight)"``)."""
+    first: dict[int, str] = {}
+    shared = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            shared.append(f"{name} (= {first[id(p)]})")
+        first.setdefault(id(p), name)
+    parts = []
+    for path, m in model.named_modules():
+        names = {n for n, _ in m.named_parameters(recurse=False)}
+        if names and (_rule(m) is None or not names <= {"weight", "bias"}):
+            parts.append(f"{path or '<the model itself>'} ({type(m).__name__})")
+    return parts + shared
+
+
 def supports_ghost(model: nn.Module) -> bool:
     """True when every parameter belongs (as ``weight``/``bias``) to a supported layer and none is shared.
 
     Supported: nn.Linear, nn.Conv1d/2d/3d with groups = 1 (any stride, padding, padding mode, dilation),
     affine nn.GroupNorm, nn.Embedding without max_norm / scale_grad_by_freq. Parameter-free modules are free.
     """
-    if len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.named_parameters())):
-        return False
-    for m in model.modules():
-        names = {n for n, _ in m.named_parameters(recurse=False)}
-        if names and (_rule(m) is None or not names <= {"weight", "bias"}):
-            return False
-    return True
+    return not unsupported_parts(model)
 
 
 def ghost_layers(model: nn.Module) -> list[tuple[str, nn.Module, Rule]]:

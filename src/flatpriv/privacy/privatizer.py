@@ -28,7 +28,7 @@ from .accounting import (
     check_accountable,
     epsilon_from_ledger,
 )
-from .sampling import Source, make_generator, standard_normal
+from .sampling import Source, make_generator, poisson_indices, standard_normal
 
 Kind = Literal["plain", "noisy", "dp"]
 NOISY_NOTE = (
@@ -137,6 +137,10 @@ class PrivateRun:
     @property
     def generator(self) -> Source:
         return self.privatizer.generator
+
+    def poisson_batch(self, n: int) -> torch.Tensor:
+        """Positions of one Poisson sample of the n examples (each in with probability q), from the secret sampler."""
+        return poisson_indices(n, self.sample_rate, self.sampler)
 
     def epsilon(self) -> float | None:
         if not self.accounted:
