@@ -77,6 +77,7 @@ def peak_memory(fn: Callable[[], Any]) -> dict[str, float | None]:
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, queue))
     proc.start()
-    out = queue.get()
     proc.join()
-    return out
+    if proc.exitcode != 0:
+        raise RuntimeError(f"the measured process failed (exit code {proc.exitcode})")
+    return queue.get(timeout=10)

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..errors import FlatprivError
+from ..models import predict
 from ..step.ascent import Ascent
 from ..step.oracles import mean_grad
 from ..step.pipelines import ascent
 from ..step.transforms import chain, ema, normalize, observe
-from ..train import predict, prepare
+from ..train import prepare
 from ..tree import Tree
 
 
