@@ -53,3 +53,33 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, module: object, name: str, 
         return out
 
     monkeypatch.setattr(module, name, wrapped)
+
+
+def interrupt_pools(monkeypatch: pytest.MonkeyPatch, at: int) -> list[str]:
+    """Record the name of every pool a study trains (``flatpriv.studies.stages.train_pool``), and stop the study
+    once with Ctrl-C in place of the ``at``-th pool; returns the list the names are appended to."""
+    import flatpriv.studies.stages as stages
+
+    trained: list[str] = []
+    real = stages.train_pool
+    interrupted: list[bool] = []
+
+    def counting(cfg, n, **kw):
+        trained.append(kw["name"])
+        if len(trained) == at and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real(cfg, n, **kw)
+
+    monkeypatch.setattr(stages, "train_pool", counting)
+    return trained
+
+
+def assert_refused_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture, out) -> None:
+    """The command exits 2 with one line on stderr naming ``message`` and leaves nothing under ``out``."""
+    from flatpriv.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not list(out.iterdir())

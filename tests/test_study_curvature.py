@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_refused_in_one_line, interrupt_pools
 from scipy.stats import norm
 
 from flatpriv.cli import main
@@ -118,19 +119,7 @@ def test_quick_mode_end_to_end(tmp_path, capsys):
 
 
 def test_an_interrupted_study_resumes_and_skips_finished_stages(tmp_path, monkeypatch, capsys):
-    import flatpriv.studies.stages as study
-
-    trained: list[str] = []
-    real = study.train_pool
-
-    def counting(cfg, n, **kw):
-        trained.append(kw["name"])
-        if len(trained) == 3 and not hasattr(counting, "interrupted"):
-            counting.interrupted = True
-            raise KeyboardInterrupt
-        return real(cfg, n, **kw)
-
-    monkeypatch.setattr(study, "train_pool", counting)
+    trained = interrupt_pools(monkeypatch, 3)
     assert main(_argv(tmp_path)) == 130
     run = next(tmp_path.glob("study-curvature-memorization-*"))
     finished = sorted(p.stem for p in (run / "stages").glob("*.json"))
@@ -153,10 +142,9 @@ def test_an_interrupted_study_resumes_and_skips_finished_stages(tmp_path, monkey
     ],
 )
 def test_refused_settings_are_one_line_and_leave_no_directory(tmp_path, capsys, setting, message):
-    assert main(["study", "curvature-memorization", "--out", str(tmp_path), "--set", setting]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
-    assert not list(tmp_path.iterdir())
+    assert_refused_in_one_line(
+        ["study", "curvature-memorization", "--out", str(tmp_path), "--set", setting], message, capsys, tmp_path
+    )
 
 
 def test_another_data_set_runs_every_part_on_it(tmp_path, capsys):

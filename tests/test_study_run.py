@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_pools
 
 from flatpriv.cli import main
 
@@ -90,19 +91,7 @@ def test_report_html_is_self_contained(tmp_path, capsys):
 
 
 def test_an_interrupted_study_resumes_and_skips_finished_stages(tmp_path, monkeypatch, capsys):
-    import flatpriv.studies.stages as study
-
-    trained: list[str] = []
-    real = study.train_pool
-
-    def counting(cfg, n, **kw):
-        trained.append(kw["name"])
-        if len(trained) == 3 and not hasattr(counting, "interrupted"):
-            counting.interrupted = True
-            raise KeyboardInterrupt
-        return real(cfg, n, **kw)
-
-    monkeypatch.setattr(study, "train_pool", counting)
+    trained = interrupt_pools(monkeypatch, 3)
     assert main(_argv(tmp_path)) == 130  # interrupted during the third pool
     run = next(tmp_path.glob("study-sam-privacy-*"))
     finished = sorted(p.stem for p in (run / "stages").glob("*.json"))

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 
 from .. import results
-from ..analyses.sharpness import pool_sharpness
 from ..config_io import resolve
-from . import opacus_reference
+from . import opacus_reference, stages
 from .dp_sat import ALGORITHMS, arms, overrides, pool_name
 from .runner import Context
 
@@ -33,24 +32,7 @@ def opacus_stage(arm: str, eps: float) -> Callable[[Context], dict[str, Any]]:
 
 def sharpness_stage(arm: str) -> Callable[[Context], dict[str, Any]]:
     """λ_max and tr ∇²L of the first ``sharpness_models`` models of every pool of this arm."""
-
-    def run(ctx: Context) -> dict[str, Any]:
-        s = ctx.settings
-        out = {}
-        for eps in s["epsilons"]:
-            for alg in ALGORITHMS:
-                name = pool_name(arm, alg, eps)
-                out[name] = pool_sharpness(
-                    ctx.done[name]["run_dir"],
-                    s["sharpness_models"],
-                    subset=s["sharpness_subset"],
-                    iters=s["sharpness_iters"],
-                    probes=s["sharpness_probes"],
-                    seed=s["seed"],
-                )
-        return {"pools": out}
-
-    return run
+    return stages.sharpness_stage(lambda s: [pool_name(arm, a, e) for e in s["epsilons"] for a in ALGORITHMS])
 
 
 def pool_numbers(rec: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ into the study's run directory (``runs/`` or ``pools/``); Ctrl-C inside it leave
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..config_io import resolve
@@ -43,3 +44,28 @@ def training_stage(
         return {"run_dir": summary["run_dir"], "summary": summary, "overrides": overrides}
 
     return Stage(name, run, "pool" if models is not None else "run")
+
+
+def sharpness_stage(pools: Callable[[dict[str, Any]], list[str]]) -> Callable[[Context], dict[str, Any]]:
+    """λ_max and tr ∇²L of the first ``sharpness_models`` models of each finished pool stage ``pools(settings)``
+    names (pools saved with weights), with the settings ``sharpness_subset``, ``_iters``, ``_probes`` and ``seed``."""
+
+    def run(ctx: Context) -> dict[str, Any]:
+        from ..analyses.sharpness import pool_sharpness
+
+        s = ctx.settings
+        return {
+            "pools": {
+                name: pool_sharpness(
+                    ctx.done[name]["run_dir"],
+                    s["sharpness_models"],
+                    subset=s["sharpness_subset"],
+                    iters=s["sharpness_iters"],
+                    probes=s["sharpness_probes"],
+                    seed=s["seed"],
+                )
+                for name in pools(s)
+            }
+        }
+
+    return run

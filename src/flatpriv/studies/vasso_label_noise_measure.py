@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from .. import results
-from ..analyses.sharpness import pool_sharpness
 from ..config_io import resolve
+from . import stages
 from .direction_trace import direction_trace
 from .runner import Context
 from .vasso_label_noise import ARCHS, base, optimizers, pool_name
@@ -36,24 +36,7 @@ def trace_stage(arch: str, noise: float) -> Callable[[Context], dict[str, Any]]:
 
 def sharpness_stage(arch: str) -> Callable[[Context], dict[str, Any]]:
     """λ_max and tr ∇²L of the first ``sharpness_models`` models of every pool of this model."""
-
-    def run(ctx: Context) -> dict[str, Any]:
-        s = ctx.settings
-        out = {}
-        for p in s["noise_levels"]:
-            for opt in optimizers(s):
-                name = pool_name(arch, opt, p)
-                out[name] = pool_sharpness(
-                    ctx.done[name]["run_dir"],
-                    s["sharpness_models"],
-                    subset=s["sharpness_subset"],
-                    iters=s["sharpness_iters"],
-                    probes=s["sharpness_probes"],
-                    seed=s["seed"],
-                )
-        return {"pools": out}
-
-    return run
+    return stages.sharpness_stage(lambda s: [pool_name(arch, o, p) for p in s["noise_levels"] for o in optimizers(s)])
 
 
 def pool_numbers(run_dir: str | Path) -> dict[str, np.ndarray]:
