@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "data_root": "",
     "image_sets": ["mnist", "fashion-mnist", "cifar10"],
     "image_epochs": 3,
+    "timing_steps": 60,
+    "timing_warmup": 5,
     "sharpness_models": 2,
     "sharpness_subset": 1024,
     "sharpness_iters": 20,
@@ -73,6 +75,8 @@ QUICK: dict[str, Any] = {
     "batch_size": 256,
     "opacus_seeds": 1,
     "image_epochs": 1,
+    "timing_steps": 6,
+    "timing_warmup": 1,
     "sharpness_models": 1,
     "sharpness_subset": 256,
     "sharpness_iters": 5,
@@ -98,6 +102,9 @@ REASONS = {
     "data_root": "a directory holding MNIST / Fashion-MNIST / CIFAR-10 in torchvision's layout; empty: skipped",
     "image_sets": "the 2-D CNN's data sets, each run only when its files are under data_root",
     "image_epochs": "epochs for the 2-D CNN pools (σ calibrated for them)",
+    "timing_steps": "timed steps per DP row for the claims' time parts (rows interleaved on the same batches; "
+    "added after the first default run, whose pool wall times drifted with the machine's load)",
+    "timing_warmup": "untimed steps first (the ghost path's one-time check, allocator warm-up)",
     "sharpness_models": "λ_max and tr ∇²L of the first models of each pool",
     "sharpness_subset": "a fixed random subset of the training set for the sharpness measures",
     "sharpness_iters": "power-iteration steps for λ_max (tolerance 1e-3)",
@@ -169,12 +176,15 @@ def check(s: dict[str, Any]) -> None:
         raise FlatprivError(f"--set opacus_mode={s['opacus_mode']!r}: hooks or ghost")
     if not 0 <= s["sharpness_models"] <= s["seeds"]:
         raise FlatprivError("--set sharpness_models: between 0 and seeds")
+    if s["timing_steps"] < 2 or s["timing_warmup"] < 1:
+        raise FlatprivError("--set timing_steps / timing_warmup: at least 2 timed steps and 1 warm-up step")
     if not arms(s):
         raise FlatprivError("--set archs / image_sets: nothing to train")
 
 
 def stages(s: dict[str, Any]) -> list[Stage]:
     from .dp_sat_measure import opacus_stage, sharpness_stage
+    from .dp_sat_timing import timing_stage
 
     check(s)
     out: list[Stage] = []
@@ -193,6 +203,7 @@ def stages(s: dict[str, Any]) -> list[Stage]:
                 )
             if s["opacus_seeds"] > 0 and not arm.startswith("cnn2d"):
                 out.append(Stage(f"opacus-{arm}-eps{eps:g}", opacus_stage(arm, eps), "run"))
+        out.append(Stage(f"timing-{arm}", timing_stage(arm), "compute"))
         if s["sharpness_models"] > 0:
             out.append(Stage(f"sharpness-{arm}", sharpness_stage(arm), "analysis"))
     return out
