@@ -83,3 +83,18 @@ def assert_refused_in_one_line(argv: list[str], message: str, capsys: pytest.Cap
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not list(out.iterdir())
+
+
+class TiedHeadCNN(torch.nn.Module):
+    """Conv → GroupNorm → ReLU → global average → a prototype head tied to itself: logit_c = h·w_c − ‖w_c‖²/2
+    (= −‖h − w_c‖²/2 + const), so ``head.weight`` is used inside its Linear and again outside it."""
+
+    def __init__(self, width: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, width, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(2, width)
+        self.head = torch.nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.norm(self.conv(x))), 1).flatten(1)
+        return self.head(h) - 0.5 * self.head.weight.square().sum(1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import interrupt_after
+from conftest import TiedHeadCNN, interrupt_after
 from torch import nn
 
 import flatpriv
@@ -27,21 +27,6 @@ from flatpriv.train import train
 
 train_module = importlib.import_module("flatpriv.train")
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-class TiedHeadCNN(nn.Module):
-    """Conv → GroupNorm → ReLU → global average → a prototype head tied to itself: logit_c = h·w_c − ‖w_c‖²/2
-    (= −‖h − w_c‖²/2 + const), so ``head.weight`` is used inside its Linear and again outside it."""
-
-    def __init__(self, width: int = 8, classes: int = 10) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, width, 3, padding=1)
-        self.norm = nn.GroupNorm(2, width)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.adaptive_avg_pool2d(F.relu(self.norm(self.conv(x))), 1).flatten(1)
-        return self.head(h) - 0.5 * self.head.weight.square().sum(1)
 
 
 def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

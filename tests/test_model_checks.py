@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TiedHeadCNN
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -40,20 +41,6 @@ class Recurrent(nn.Module):
         out = self.rnn(x if not isinstance(self.rnn, nn.RNNCellBase) else x[:, -1])
         out = out[0] if isinstance(out, tuple) else out
         return self.head(out[:, -1] if out.dim() == 3 else out)
-
-
-class TiedHeadCNN(nn.Module):
-    """A prototype head tied to itself: logit_c = h·w_c − ‖w_c‖²/2, so head.weight is used outside its Linear."""
-
-    def __init__(self, width: int = 8, classes: int = 10) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, width, 3, padding=1)
-        self.norm = nn.GroupNorm(2, width)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.adaptive_avg_pool2d(F.relu(self.norm(self.conv(x))), 1).flatten(1)
-        return self.head(h) - 0.5 * self.head.weight.square().sum(1)
 
 
 def _images(n: int, seed: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
