@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import FlatprivError
 from .claims import Claim
-from .runner import Context, Stage, StudySpec
+from .runner import Stage, StudySpec
 from .stages import training_stage
 
 CLAIMS = [
@@ -197,12 +197,6 @@ def stages(s: dict[str, Any]) -> list[Stage]:
     return [*trained, Stage("measure", measure_stage, "analysis")]
 
 
-def _analyse(ctx: Context):  # noqa: ANN202  (lazy: the analysis pulls in scipy, scikit-learn and the plots)
-    from .curvature_memorization_report import analyse
-
-    return analyse(ctx)
-
-
 STUDY = StudySpec(
     name="curvature-memorization",
     title="Input-loss curvature, memorization and differential privacy (paper 2: Ravikumar et al.)",
@@ -213,5 +207,5 @@ STUDY = StudySpec(
     quick=QUICK,
     reasons=REASONS,
     stages=stages,
-    analyse=_analyse,
+    analysis=".curvature_memorization_report",
 )

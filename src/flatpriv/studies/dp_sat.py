@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import FlatprivError
 from .claims import Claim
-from .runner import Context, Stage, StudySpec
+from .runner import Stage, StudySpec
 from .stages import training_stage
 
 CLAIMS = [
@@ -209,12 +209,6 @@ def stages(s: dict[str, Any]) -> list[Stage]:
     return out
 
 
-def _analyse(ctx: Context):  # noqa: ANN202  (lazy: the analysis pulls in scipy and the plots)
-    from .dp_sat_report import analyse
-
-    return analyse(ctx)
-
-
 STUDY = StudySpec(
     name="dp-sat",
     title="DP-SAT, DP-SAM and DP-SGD at equal ε (paper 5: Park, Kim, Choi & Lee, ICML 2023, arXiv 2306.05651)",
@@ -226,5 +220,5 @@ STUDY = StudySpec(
     quick=QUICK,
     reasons=REASONS,
     stages=stages,
-    analyse=_analyse,
+    analysis=".dp_sat_report",
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import FlatprivError
 from .claims import Claim
-from .runner import Context, Stage, StudySpec
+from .runner import Stage, StudySpec
 from .stages import training_stage
 
 CLAIMS = [
@@ -169,12 +169,6 @@ def stages(s: dict[str, Any]) -> list[Stage]:
     return [Stage("dln", dln_stage, "compute"), Stage("least-squares", ls_stage, "compute"), *pools]
 
 
-def _analyse(ctx: Context):  # noqa: ANN202  (lazy: the analysis pulls in scipy and the plots)
-    from .noisy_sgd_bias_report import analyse
-
-    return analyse(ctx)
-
-
 STUDY = StudySpec(
     name="noisy-sgd-bias",
     title="The implicit bias of Noisy-SGD (paper 3: Sander, Sylvestre & Durmus, AISTATS 2024, arXiv 2402.08344)",
@@ -185,5 +179,5 @@ STUDY = StudySpec(
     quick=QUICK,
     reasons=REASONS,
     stages=stages,
-    analyse=_analyse,
+    analysis=".noisy_sgd_bias_report",
 )

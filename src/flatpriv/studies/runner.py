@@ -1,14 +1,16 @@
 """The study runner: settings, stages cached in the study's run directory (resume), then the report.
 
 A study (:class:`StudySpec`) declares its claims, its default and ``--quick`` settings with the reason for each,
-its stages, and an ``analyse`` function that turns the finished stages into verdicts and report sections. The
-runner executes each stage into ``<out>/study-<name>-<time>-<id>/`` and writes ``stages/<stage>.json`` when it
-finishes; a resumed study (``--resume DIR``) skips every stage whose file exists. Then it writes results.json,
+its stages, and the module whose ``analyse(ctx)`` (imported when the report is written) turns the finished
+stages into verdicts and report sections. The runner executes each stage into
+``<out>/study-<name>-<time>-<id>/`` and writes ``stages/<stage>.json`` when it finishes; a resumed study
+(``--resume DIR``) skips every stage whose file exists. Then it writes results.json,
 plots/*.png, report.md, a self-contained report.html and summary.json.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import Any
 from .. import results
 from ..config_io import parse_override
 from ..errors import FlatprivError
-from .claims import Claim, Result
+from .claims import Claim
 from .report import Section, claims_table, claims_text, render_html, render_md
 
 STAGES_DIR = "stages"
@@ -61,7 +63,9 @@ class StudySpec:
     quick: dict[str, Any]  # overrides of defaults in --quick mode
     reasons: dict[str, str]  # why each default is what it is (shown in the report's settings table)
     stages: Callable[[dict[str, Any]], list[Stage]]
-    analyse: Callable[[Context], tuple[list[Result], list[Section]]]
+    # the module (relative to flatpriv.studies) whose ``analyse(ctx) -> (verdicts, sections)`` turns the finished
+    # stages into the report; imported only when the report is written (analyses pull in scipy, attacks, plots)
+    analysis: str
 
     def settings(self, quick: bool, overrides: list[str]) -> dict[str, Any]:
         s = dict(self.defaults, **(self.quick if quick else {}))
@@ -113,7 +117,8 @@ def run(spec: StudySpec, ctx: Context, quick: bool, on_stage: Callable[[str, boo
                 "interrupted_at_stage": stage.name,
                 "run_dir": str(ctx.run_dir),
             }
-    verdicts, sections = spec.analyse(ctx)
+    analyse = importlib.import_module(spec.analysis, __package__).analyse
+    verdicts, sections = analyse(ctx)
     cost = Section("Cost").text(
         f"Wall time of each stage on this machine ({ctx.device}); a stage finished in an "
         "earlier process of a resumed study keeps the time it took then."

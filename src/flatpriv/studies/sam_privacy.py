@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import FlatprivError
 from .claims import Claim
-from .runner import Context, Stage, StudySpec
+from .runner import Stage, StudySpec
 from .stages import training_stage
 
 CLAIMS = [
@@ -233,12 +233,6 @@ def stages(s: dict[str, Any]) -> list[Stage]:
     return [*pools, Stage("measure", measure_stage, "analysis")]
 
 
-def _analyse(ctx: Context):  # noqa: ANN202  (imported lazily: the analysis pulls in the attacks and plots)
-    from .sam_privacy_analysis import analyse
-
-    return analyse(ctx)
-
-
 STUDY = StudySpec(
     name="sam-privacy",
     title="SAM, memorization and membership privacy (paper 1: Kim et al., arXiv 2310.00488)",
@@ -249,5 +243,5 @@ STUDY = StudySpec(
     quick=QUICK,
     reasons=REASONS,
     stages=stages,
-    analyse=_analyse,
+    analysis=".sam_privacy_analysis",
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import FlatprivError
 from .claims import Claim
-from .runner import Context, Stage, StudySpec
+from .runner import Stage, StudySpec
 from .stages import training_stage
 
 CLAIMS = [
@@ -142,12 +142,6 @@ def stages(s: dict[str, Any]) -> list[Stage]:
     return out
 
 
-def _analyse(ctx: Context):  # noqa: ANN202  (lazy: the analysis pulls in scipy and the plots)
-    from .vasso_label_noise_report import analyse
-
-    return analyse(ctx)
-
-
 STUDY = StudySpec(
     name="vasso-label-noise",
     title="VaSSO, SAM and SGD under label noise (paper 4: Li & Giannakis, NeurIPS 2023, arXiv 2309.15639)",
@@ -159,5 +153,5 @@ STUDY = StudySpec(
     quick=QUICK,
     reasons=REASONS,
     stages=stages,
-    analyse=_analyse,
+    analysis=".vasso_label_noise_report",
 )
