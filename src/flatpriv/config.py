@@ -121,6 +121,17 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (:mod:`flatpriv.data.augment`): per example, on the data's device, seeded by the
+    run's seed, the step and the example's index; off by default (MNIST-1D, digits and the synthetic data train
+    on the examples as they are). Inputs [C, H, W] are images; [C, L] and [L] are 1-D signals."""
+
+    crop_padding: int = 0  # p > 0: a random crop of the input's size from the input zero-padded by p on each side
+    flip: bool = False  # mirror the last axis (horizontal flip) with probability 1/2
+    multiplicity: int = 1  # DP rows: K augmented copies per example, gradients averaged before clipping (De et al.)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
@@ -145,6 +156,7 @@ class Config:
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
     swa: SWAConfig = field(default_factory=SWAConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -231,6 +243,8 @@ _RULES: dict[str, typing.Callable[[Any], str | None]] = {
     "privacy.noise_seed": _range(-1, SEED_MAX),
     "privacy.clip_method": _in("auto", "ghost", "vmap"),
     "privacy.physical_batch_size": _range(0, MAX_EXAMPLES),
+    "augment.crop_padding": _range(0, 1024),
+    "augment.multiplicity": _range(1, 256),
     "train.epochs": _range(1, MAX_EPOCHS),
     "train.curvature_every": _range(0, MAX_EPOCHS),
     "train.curvature_probes": _range(1, 1000),

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, results
 from .config import USER, Config, config_from_dict, config_to_dict
 from .data import Dataset, load_data
+from .data import augment as aug
 from .errors import FlatprivError
 from .memorization.curvature import input_curvatures
 from .models import build_model, count_parameters, predict
@@ -86,6 +87,7 @@ def prepare(
     if subset is not None:
         data = data.subset(subset)
     n = len(data.y_train)
+    aug.check(cfg.augment, algorithm.kind == "dp", data.input_shape)
     private = setup_privacy(cfg, algorithm, n, device)
     torch.manual_seed(cfg.seed)
     if model is None:
@@ -164,8 +166,9 @@ def _epochs(
     for epoch in bar:
         loss_sum = torch.zeros((), device=data.x_train.device)
         losses = []
-        for idx in _batches(s, gen, n, bs):
-            state, loss = take_step(s.pipeline, params, state, s.optimizer, data.x_train[idx], data.y_train[idx])
+        for j, idx in enumerate(_batches(s, gen, n, bs)):
+            x = aug.batch(data, idx, cfg.augment, cfg.seed, epoch * s.steps_per_epoch + j)
+            state, loss = take_step(s.pipeline, params, state, s.optimizer, x, data.y_train[idx])
             if s.scheduler is not None:
                 s.scheduler.step()
             loss_sum += loss * len(idx)

@@ -28,7 +28,7 @@ from .attack_scores import ATTACKS, PoolSignals, RmiaSettings
 from .memorization import load_pool
 from .references import parse_references, plot_references, reference_curve
 
-ROC_ATTACKS = ("loss", "lira_online_fixed", "rmia_online", "rmia_offline")
+ROC_ATTACKS = ("loss", "lira_online_fixed", "lira_online_fixed_aug", "rmia_online", "rmia_offline")
 # The smallest pool the attacks accept: every model is a target once, and its shadows must hold each example both
 # IN and OUT for LiRA's per-example fits (checked by load_pool's estimator checks at 4, and needed here at 5).
 MIN_MODELS = 5
@@ -76,13 +76,14 @@ def run_attack(
         rmia = RmiaSettings(rmia.gamma, choose_offline_a(s0.keep, s0.px, s0.pz, rmia.gamma), rmia.temperature)
     # Every score before the directory exists: an estimator's refusal then leaves nothing half-written.
     all_signals = [PoolSignals(p, rmia) for p in pools]
-    all_scores = [{attack: s.leave_one_out(attack) for attack in ATTACKS} for s in all_signals]
+    attacks = all_signals[0].attacks if all(s.attacks == all_signals[0].attacks for s in all_signals) else ATTACKS
+    all_scores = [{attack: s.leave_one_out(attack) for attack in attacks} for s in all_signals]
     out_dir = results.new_run_dir(out, "attack", Path(run_dirs[0]).name)
     results.write_json(
         out_dir / "config.json",
         {
             "sources": [str(Path(d).resolve()) for d in run_dirs],
-            "attacks": list(ATTACKS),
+            "attacks": list(attacks),
             "n_boot": n_boot,
             "seed": seed,
             "references": counts,
@@ -99,7 +100,7 @@ def run_attack(
         if not_applicable:
             notes[label] = f"one-run audit not applicable: {not_applicable}"
         signals = all_signals[i]
-        for attack in ATTACKS:
+        for attack in attacks:
             scores, members = all_scores[i][attack], signals.keep
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
             audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)
@@ -143,7 +144,7 @@ def run_attack(
             ref_rows += [{"pool": label, **r} for r in reference_curve(signals, counts, seed)]
     plot_roc(curves, out_dir / "plots" / "roc_loglog.png", title="membership inference (log-log ROC)")
     summary = {"kind": "attack", "pools": [str(d) for d in run_dirs], "table": table, "run_dir": str(out_dir)}
-    summary["variants"] = {a: signals.variant(a) for a in ATTACKS}
+    summary["variants"] = {a: signals.variant(a) for a in attacks}
     summary["audits"] = {
         "epsilon_lower_bound": audits.CP_KIND,
         "one_run": "Steinke, Nasr, Jagielski 2023 at 95 %, Bonferroni over (k+, k-); per model (model 0) and over "

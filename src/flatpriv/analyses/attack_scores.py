@@ -5,7 +5,7 @@ arrays into them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,18 @@ VARIANTS = {
     "rmia_offline": "RMIA offline (gamma {gamma}, a {a}, T {temperature})",
 }
 ATTACKS = tuple(VARIANTS)
+# Query augmentation (pools trained with augmentation keep logits on fixed views, flatpriv.data.augment): each
+# attack fitted per view and its scores averaged over the views, as LiRA's reference code averages the per-view
+# log-likelihood ratios (Carlini et al. 2022 §5); RMIA's per-view scores are averaged the same way.
+QUERY_AUGMENTED = (
+    "lira_online",
+    "lira_online_fixed",
+    "lira_offline",
+    "lira_offline_fixed",
+    "rmia_online",
+    "rmia_offline",
+)
+AUG_SUFFIX = "_aug"
 _LIRA = {
     "lira_online": LiRA(online=True, fixed_variance=False),
     "lira_online_fixed": LiRA(online=True, fixed_variance=True, min_shadows=1),  # no per-example σ to estimate
@@ -65,6 +77,13 @@ class PoolSignals:
         self.phi = logit_scaled_confidence(logits, self.labels)
         self.px = rmia_signal(logits, self.labels, rmia.temperature)
         self.pz = rmia_signal(pool["test_logits"], pool["test_labels"], rmia.temperature)
+        views, test_views = pool.get("train_logits_views"), pool.get("test_logits_views")
+        self.views: list[PoolSignals] = []  # one per query view: the same signals on that view's logits
+        if views is not None and test_views is not None:
+            for v in range(views.shape[1]):
+                one = {**pool, "train_logits": views[:, v], "test_logits": test_views[:, v]}
+                self.views.append(PoolSignals({k: x for k, x in one.items() if not k.endswith("_views")}, rmia))
+        self.attacks = ATTACKS + (tuple(a + AUG_SUFFIX for a in QUERY_AUGMENTED) if self.views else ())
         a = float(rmia.offline_a)
         self.rmia = {
             "rmia_online": RMIA(online=True, gamma=rmia.gamma, offline_a=a),
@@ -74,10 +93,21 @@ class PoolSignals:
 
     def variant(self, attack: str) -> str:
         s = self.settings
+        if attack.endswith(AUG_SUFFIX):
+            base = self.variant(attack[: -len(AUG_SUFFIX)])
+            return f"{base}, mean score over {len(self.views)} query views (the example, shifted, mirrored)"
         return VARIANTS[attack].format(gamma=s.gamma, a=s.offline_a, temperature=s.temperature)
+
+    def _over_views(self, attack: str, score: Callable[[PoolSignals, str], np.ndarray]) -> np.ndarray:
+        if not self.views:
+            raise FlatprivError(f"{attack}: the pool has no query views (train it with augment.crop_padding/flip)")
+        base = attack[: -len(AUG_SUFFIX)]
+        return np.mean([score(v, base) for v in self.views], axis=0)
 
     def leave_one_out(self, attack: str) -> np.ndarray:
         """Scores [K, N]: every model the target, all the others its references."""
+        if attack.endswith(AUG_SUFFIX):
+            return self._over_views(attack, lambda v, a: v.leave_one_out(a))
         if attack in self.threshold:
             return self.threshold[attack]  # a global threshold needs no references
         if attack.endswith("_per_class"):
@@ -93,6 +123,8 @@ class PoolSignals:
         refs = np.asarray(refs, dtype=np.int64)
         if target in refs:
             raise FlatprivError("a target cannot be its own reference")
+        if attack.endswith(AUG_SUFFIX):
+            return self._over_views(attack, lambda v, a: v.with_references(a, target, refs))
         if attack in self.threshold:
             return self.threshold[attack][target]
         k = self.keep[refs]

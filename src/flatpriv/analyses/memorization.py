@@ -42,6 +42,19 @@ def load_pool(run_dir: str | Path) -> dict[str, Any]:
         test_logits=arrays["test_logits"],
         test_labels=arrays["test_labels"],
     )
+    for name in ("train_logits_views", "test_logits_views"):  # query views: pools trained with augmentation
+        path = run_dir / "arrays" / f"{name}.npy"
+        arrays[name] = results.load_array(path).astype(np.float32) if path.exists() else None
+    views, test_views = arrays["train_logits_views"], arrays["test_logits_views"]
+    if views is not None and (
+        test_views is None
+        or views.shape[0] != arrays["train_logits"].shape[0]
+        or views.shape[2:] != arrays["train_logits"].shape[1:]
+        or test_views.shape[:2] != views.shape[:2]
+        or test_views.shape[2:] != arrays["test_logits"].shape[1:]
+        or not (np.isfinite(views).all() and np.isfinite(test_views).all())
+    ):
+        raise FlatprivError(f"{run_dir}: the query-view logits do not match the pool's logits (or are not finite)")
     canaries = run_dir / "arrays" / "canaries.npy"
     arrays["canaries"] = results.load_array(canaries) if canaries.exists() else None
     arrays["config"] = results.read_json(run_dir / "config.json")

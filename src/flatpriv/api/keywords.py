@@ -1,10 +1,11 @@
 """The keyword arguments of :func:`flatpriv.fit` and :class:`flatpriv.Step`, turned into one validated Config.
 
 Each keyword is one config key, named by its last part (``lr`` is ``optim.lr``, ``target_epsilon`` is
-``privacy.target_epsilon``, ``epochs`` is ``train.epochs``); the four whose last part is ambiguous or too
-generic are renamed: ``optimizer`` (optim.name), ``swa_base``, ``swa_start``, ``swa_lr``. The Config is built
-by :func:`flatpriv.config.config_from_dict`, so a keyword is checked by exactly the rules a preset, a config file
-or ``--set`` is; ``data`` and ``model`` are set to ``"user"`` (the caller supplies them).
+``privacy.target_epsilon``, ``epochs`` is ``train.epochs``); the five whose last part is ambiguous or too
+generic are renamed: ``optimizer`` (optim.name), ``swa_base``, ``swa_start``, ``swa_lr``,
+``augment_multiplicity``. The Config is built by :func:`flatpriv.config.config_from_dict`, so a keyword is checked
+by exactly the rules a preset, a config file or ``--set`` is; ``data`` and ``model`` are set to ``"user"`` (the
+caller supplies them).
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from typing import Any
 from ..config import USER, Config, config_from_dict
 from ..errors import FlatprivError
 
-SECTIONS = ("train", "optim", "sharpness", "swa", "privacy")
-_RENAMED = {"optim.name": "optimizer", "swa.base": "swa_base", "swa.start": "swa_start", "swa.lr": "swa_lr"}
+SECTIONS = ("train", "optim", "sharpness", "swa", "privacy", "augment")
+_RENAMED = {
+    "optim.name": "optimizer",
+    "swa.base": "swa_base",
+    "swa.start": "swa_start",
+    "swa.lr": "swa_lr",
+    "augment.multiplicity": "augment_multiplicity",
+}
 
 
 def _table() -> dict[str, str]:

@@ -21,6 +21,8 @@ from ..errors import FlatprivError
 from ..train import resolve_device
 from .plain import train_models
 
+VIEW_LOGITS = ("train_logits_views", "test_logits_views")  # [K, V, N, C] logits on the query views (augmented pools)
+
 
 def chunk_arrays(
     cfg_dict: dict[str, Any],
@@ -45,6 +47,8 @@ def chunk_arrays(
         "train_accuracy": r["train_accuracy"],
         "test_accuracy": r["test_accuracy"],
         **{k: np.asarray(r[k]) for k in ("epsilon", "noise_multiplier", "sample_rate", "releases") if k in r},
+        **{k: np.asarray(r[k].cpu(), dtype=np.float32) for k in VIEW_LOGITS if k in r},
+        **({"query_views": r["query_views"]} if "query_views" in r else {}),
     }
     if save_weights:
         arrays.update({f"param/{k}": v.cpu().numpy() for k, v in r["params"].items()})
@@ -54,7 +58,7 @@ def chunk_arrays(
 def check_diverged(r: dict[str, Any], models: list[int]) -> None:
     """Refuse a chunk with a non-finite weight or logit (before it is saved, so a resume retrains it)."""
     finite = torch.stack([torch.isfinite(v).flatten(1).all(1) for v in r["params"].values()]).all(0)
-    for key in ("train_logits", "test_logits"):
+    for key in ("train_logits", "test_logits", *(k for k in VIEW_LOGITS if k in r)):
         finite &= torch.isfinite(r[key]).flatten(1).all(1)
     if not bool(finite.all()):
         bad = [models[k] for k in torch.nonzero(~finite).flatten().tolist()]

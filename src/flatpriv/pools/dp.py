@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import Dataset
+from ..data import augment as aug
 from ..privacy.accounting import Ledger, epsilon_from_ledger
 from ..privacy.clipping import clipped_grad, supports_ghost
 from ..privacy.ghost_pool import weighted_clipped_sum
@@ -51,7 +52,7 @@ def _clip_fn(base: torch.nn.Module, cfg: Config, vectorized: bool) -> ClipFn:
             return s, loss / w.sum().clamp(min=1.0)
 
         return weighted
-    oracle = clipped_grad(base, c.clip_norm, c.clip_method)
+    oracle = clipped_grad(base, c.clip_norm, c.clip_method, cfg.augment.multiplicity)
 
     def real_rows(params: Tree, x: torch.Tensor, yw: torch.Tensor) -> tuple[Tree, torch.Tensor]:
         n = int(yw[:, 1].sum())
@@ -123,7 +124,12 @@ def train_dp_models(
     std = torch.tensor([s * cfg.privacy.clip_norm for s in sigma], device=device)
     divisor = torch.tensor([qk * m for qk, m in zip(q, sizes)], device=device)  # expected batch size q_k·|S_k|
     params, base = stacked_models(cfg, data, seeds)
-    vectorized = vmap_models(base, device) and cfg.privacy.clip_method != "vmap" and supports_ghost(base)
+    vectorized = (
+        vmap_models(base, device)
+        and cfg.privacy.clip_method != "vmap"
+        and supports_ghost(base)
+        and cfg.augment.multiplicity == 1  # the pool's ghost rules see rows, not an example's K copies
+    )
     pipe = alg.dp_core(cfg, _clip_fn(base, cfg, vectorized))
     lrs = lr_table(cfg, totals)
     optimizer, _ = make_optimizer(cfg, list(params.values()), 1)
@@ -131,6 +137,7 @@ def train_dp_models(
     ledgers = [Ledger() for _ in sizes]
     template = {n: v[0].detach() for n, v in params.items()}
     state = pipe.init(params)
+    model_seeds = torch.tensor(seeds, device=device)[:, None]  # model k's augmentation is its single run's
     for t in tqdm(
         range(lrs.shape[1]), desc=f"DP pool chunk ({k_models} models)", unit="step", disable=quiet or None, leave=False
     ):
@@ -139,7 +146,13 @@ def train_dp_models(
         yw = torch.stack([data.y_train[idx], real], dim=-1)
         noise = _noise(template, noise_gens, active, pipe.releases, std, divisor)
         g, state = pool_grad(
-            pipe.grad, vectorized, {n: v.detach() for n, v in params.items()}, state, data.x_train[idx], yw, noise
+            pipe.grad,
+            vectorized,
+            {n: v.detach() for n, v in params.items()},
+            state,
+            aug.batch(data, idx, cfg.augment, model_seeds, t),
+            yw,
+            noise,
         )
         for k in range(k_models):
             if active[k]:

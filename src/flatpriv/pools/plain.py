@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import Dataset
+from ..data import augment as aug
 from ..errors import FlatprivError
 from ..privacy.privatizer import setup_privacy
 from ..privacy.sampling import standard_normal
@@ -47,6 +48,14 @@ def train_models(cfg: Config, data: Dataset, keep: np.ndarray, seeds: list[int],
     device = data.x_train.device
     train_logits = pool_logits(base, params, data.x_train, cfg.train.eval_batch_size)
     test_logits = pool_logits(base, params, data.x_test, cfg.train.eval_batch_size)
+    views = aug.query_views(cfg.augment, data.input_shape)
+    if views:  # the attacks' query augmentation: logits [K, V, N, C] on each fixed view of the examples
+        pad, eb = cfg.augment.crop_padding, cfg.train.eval_batch_size
+        for split, x in (("train", data.x_train), ("test", data.x_test)):
+            extra[f"{split}_logits_views"] = torch.stack(
+                [pool_logits(base, params, aug.view(x, *v, pad), eb) for v in views], dim=1
+            )
+        extra["query_views"] = np.array(views, dtype=np.int64)
     keep_t = torch.as_tensor(keep, device=device)
     correct = (train_logits.argmax(-1) == data.y_train).float()
     return {
@@ -109,6 +118,7 @@ def _train_plain(
     template = {n: v[0].detach() for n, v in params.items()}
     state = pipelines[0].init(params)
     vectorized = vmap_models(base, device)
+    model_seeds = torch.tensor(seeds, device=device)[:, None]  # model k's augmentation is its single run's
     block = max(stream.steps_per_epoch)
     total = lrs.shape[1]
     for t0 in tqdm(
@@ -126,11 +136,11 @@ def _train_plain(
             c = counts[:, j]
             if (c == c[0]).all():  # every model has a full (or the same short) batch: the plain mean
                 idx = pos[:, j, : int(c[0])]
-                x, y, pipe = data.x_train[idx], data.y_train[idx], pipelines[0]
+                x, y, pipe = aug.batch(data, idx, cfg.augment, model_seeds, t0 + j), data.y_train[idx], pipelines[0]
             else:  # batches of different sizes: padded rows get weight 0
                 real = pos[:, j] >= 0
                 idx = pos[:, j].clamp(min=0)
-                x, pipe = data.x_train[idx], pipelines[1]
+                x, pipe = aug.batch(data, idx, cfg.augment, model_seeds, t0 + j), pipelines[1]
                 y = torch.stack([data.y_train[idx], real.long()], dim=-1)
             # detached: under torch.func a gradient of parameters that require grad keeps its graph, and a state
             # built from it (VaSSO's d) would hold every step's graph (a pool of 128 VaSSO models grew to 24 GB)

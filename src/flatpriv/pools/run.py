@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 from .. import results
 from ..checkpoint import config_digest
 from ..config import Config, config_from_dict, config_to_dict
+from ..data import augment as aug
 from ..data import load_data
 from ..errors import FlatprivError
 from ..privacy.privatizer import privacy_summary, setup_privacy
 from ..privacy.sampling import noise_source
 from ..step import get_algorithm
 from ..train import resolve_device
-from .chunks import chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
+from .chunks import VIEW_LOGITS, chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
 from .masks import make_keep
 from .memory import chunk_size as choose_chunk
 from .memory import pool_memory
@@ -82,8 +83,10 @@ def _run_chunks(
             done = sum(chunk_done(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts)))
             return {"run_dir": str(run_dir), "finished": False, "interrupted_after_chunk": done}
     parts = [results.load_array(run_dir / "chunks" / f"chunk-{c:04d}.npz") for c in range(len(starts))]
-    for key in ("train_logits", "test_logits"):
+    for key in ("train_logits", "test_logits", *(k for k in VIEW_LOGITS if k in parts[0])):
         results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
+    if "query_views" in parts[0]:  # (dy, dx, flip) of each view the *_logits_views arrays hold
+        results.save_array(run_dir, "query_views", parts[0]["query_views"])
     results.save_array(run_dir, "train_labels", data.y_train.cpu().numpy())
     results.save_array(run_dir, "test_labels", data.y_test.cpu().numpy())
     for name, arr in data.meta.items():
@@ -188,6 +191,7 @@ def train_pool(
     data = load_data(cfg.data, resolve_device(cfg.train.device))
     keep = make_keep(n_models, len(data.y_train), keep_fraction, cfg.seed, keep_mode)
     alg = get_algorithm(cfg.algorithm)
+    aug.check(cfg.augment, alg.kind == "dp", data.input_shape)
     if alg.private or alg.noisy:  # refuse what breaks DP (or Noisy-SGD's rules) before writing anything
         for size in {int(keep.sum(1).min()), int(keep.sum(1).max())}:
             setup_privacy(cfg, alg, size, data.x_train.device)

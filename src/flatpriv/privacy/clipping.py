@@ -73,10 +73,13 @@ def clip_factor(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
 Chunk = tuple[torch.Tensor, Callable[[torch.Tensor], Tree], torch.Tensor]  # (‖∇ℓ_i‖², c ↦ Σ c_i ∇ℓ_i, Σ ℓ_i)
 
 
-def _vmap_chunk(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.Tensor) -> Chunk:
-    """Per-example gradients by vmap(grad) over examples, each evaluated as a batch of one."""
+def _vmap_chunk(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.Tensor, copies: int = 1) -> Chunk:
+    """Per-example gradients by vmap(grad) over examples, each evaluated as a batch of one; with ``copies`` K > 1
+    example i is x[i] of shape [K, ...] and its gradient is ∇ (1/K) Σ_k ℓ(x_ik, y_i), the mean over its copies."""
 
     def loss_one(p: Tree, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        if copies > 1:
+            return F.cross_entropy(functional_call(model, p, (xi,)), yi.expand(copies))
         return F.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
     detached = {k: v.detach() for k, v in params.items()}
@@ -136,12 +139,16 @@ def _check_every_use(model: nn.Module, params: Tree, x: torch.Tensor, y: torch.T
 class _Clipped:
     """Callable oracle; see the module docstring and :func:`clipped_grad`."""
 
-    def __init__(self, model: nn.Module, clip_norm: float, method: str) -> None:
+    def __init__(self, model: nn.Module, clip_norm: float, method: str, copies: int = 1) -> None:
         if method not in METHODS:
             raise ValueError(f"method={method!r}; valid: {', '.join(METHODS)}")
         if not (clip_norm > 0):  # also refuses NaN
             raise ValueError(f"clip_norm={clip_norm} must be > 0 (math.inf for no clipping)")
-        ghost_ok = supports_ghost(model)
+        if copies > 1 and method == "ghost":
+            raise ValueError("augmentation multiplicity averages each example's copies before clipping: use vmap")
+        self.copies = int(copies)
+        # Ghost norms see rows, not groups of rows: the mean of K copies' gradients takes the vmap path.
+        ghost_ok = supports_ghost(model) and copies == 1
         if method == "ghost" and not ghost_ok:
             raise ValueError(
                 "method='ghost' needs every parameter in a supported layer (Linear, Conv1d/Conv2d with groups=1, "
@@ -150,7 +157,7 @@ class _Clipped:
         self.model = model
         self.sensitivity = float(clip_norm)
         self.method = "ghost" if method == "ghost" or (method == "auto" and ghost_ok) else "vmap"
-        if method == "auto" and not ghost_ok:
+        if method == "auto" and not ghost_ok and copies == 1:
             warnings.warn(
                 f"ghost clipping does not cover {', '.join(unsupported_parts(model)[:4])}: per-example gradients "
                 "by vmap for the whole model (exact, slower)",
@@ -186,7 +193,11 @@ class _Clipped:
                 self.method = "vmap"  # auto: fall back for good
         numel = max(1, sum(v.numel() for v in params.values()))
         step = max(1, _VMAP_MAX_ELEMENTS // numel)
-        return [_vmap_chunk(self.model, params, x[i : i + step], y[i : i + step]) for i in range(0, len(x), step)]
+        step = max(1, step // self.copies)
+        return [
+            _vmap_chunk(self.model, params, x[i : i + step], y[i : i + step], self.copies)
+            for i in range(0, len(x), step)
+        ]
 
     def __call__(
         self, params: Tree, x: torch.Tensor, y: torch.Tensor, return_norms: bool = False
@@ -218,8 +229,12 @@ class _Clipped:
         return total, info
 
 
-def clipped_grad(model: nn.Module, clip_norm: float, method: str = "auto") -> ClippedOracle:
+def clipped_grad(model: nn.Module, clip_norm: float, method: str = "auto", copies: int = 1) -> ClippedOracle:
     """The DP-SGD oracle ``(params, x, y, return_norms=False) -> (Σ_i clip_C(∇ℓ_i), ClipInfo)``.
+
+    ``copies`` K > 1 is augmentation multiplicity (De et al. 2022): x is [B, K, ...], K augmented copies of each
+    example, and ℓ_i is the mean loss over example i's copies, so each clipped ∇ℓ_i = clip_C((1/K) Σ_k ∇ℓ(x_ik))
+    still has norm ≤ C and the sensitivity stays C (per-example gradients by vmap).
 
     ``clip_norm`` is C (``math.inf``: the plain sum of per-example gradients, B × the mean gradient); ``method`` is
     "auto" (ghost when :func:`supports_ghost`, else vmap), "ghost" (ValueError on an unsupported model) or "vmap".
@@ -231,4 +246,4 @@ def clipped_grad(model: nn.Module, clip_norm: float, method: str = "auto") -> Cl
     >>> oracle.sensitivity, bool(s["weight"].norm() <= 3 * 0.1 + 1e-6), oracle.method  # each ‖clip_C(∇ℓ_i)‖ ≤ C
     (0.1, True, 'ghost')
     """
-    return _Clipped(model, clip_norm, method)
+    return _Clipped(model, clip_norm, method, copies)

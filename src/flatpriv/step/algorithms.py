@@ -90,7 +90,7 @@ class Algorithm:
             return noisy_gradient(
                 mean_grad(model, loss_fn), cfg.privacy.noise_multiplier, cfg.train.batch_size, priv.generator
             )
-        oracle = clipped_grad(model, cfg.privacy.clip_norm, cfg.privacy.clip_method)
+        oracle = clipped_grad(model, cfg.privacy.clip_norm, cfg.privacy.clip_method, cfg.augment.multiplicity)
         core = self.dp_core(cfg, micro_batched(oracle, cfg.privacy.physical_batch_size))
         return single_run(core, priv.privatizer, oracle.sensitivity)
 
