@@ -292,3 +292,23 @@ def test_query_views_make_lira_and_rmia_at_least_as_strong(tmp_path, capsys):
     assert "10 query views" in summary["variants"]["lira_online_aug"]
     saved = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
     assert {"lira_online", "lira_online_aug"} <= {r["attack"] for r in saved["table"]}
+
+
+def test_fit_trains_user_images_with_augmentation(tmp_path):
+    import flatpriv
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 8, 8, generator=gen), torch.randint(0, 3, (96,), generator=gen)
+
+    def build() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+
+    common = dict(epochs=2, batch_size=32, noise_multiplier=1.0, noise_seed=0, out=tmp_path, algorithm="dpsgd")
+    plain = flatpriv.fit(build, (x, y), **common)
+    augmented = flatpriv.fit(build, (x, y), crop_padding=2, flip=True, augment_multiplicity=2, **common)
+    assert augmented["epsilon"] == plain["epsilon"]
+    a = torch.load(Path(augmented["run_dir"]) / "model.pt", weights_only=True)
+    p = torch.load(Path(plain["run_dir"]) / "model.pt", weights_only=True)
+    assert not torch.equal(a["1.weight"], p["1.weight"])
+    config = json.loads((Path(augmented["run_dir"]) / "config.json").read_text())
+    assert config["augment"] == {"crop_padding": 2, "flip": True, "multiplicity": 2}
