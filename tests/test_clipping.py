@@ -396,3 +396,27 @@ def test_return_norms_off_and_bad_arguments() -> None:
             clipped_grad(model, bad)
     with pytest.raises(ValueError, match="method"):
         clipped_grad(model, 1.0, method="opacus")
+
+
+def test_evaluator_equals_functional_call_and_always_restores_the_weights():
+    """tree.Evaluator (the DP steps' cheap functional_call): same logits at another tree, the model's own
+    Parameters back in place afterwards, also when the forward raises; tied weights go through functional_call."""
+    from torch.func import functional_call
+
+    from flatpriv.tree import Evaluator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    own = dict(model.named_parameters())
+    other = {k: torch.randn_like(v) for k, v in own.items()}
+    x = torch.randn(5, 4)
+    call = Evaluator(model)
+    torch.testing.assert_close(call(other, x), functional_call(model, other, (x,)), rtol=0, atol=0)
+    assert all(p is own[k] for k, p in model.named_parameters())
+    with pytest.raises(RuntimeError):
+        call(other, torch.randn(5, 7))  # wrong input width: the forward raises inside the swap
+    assert all(p is own[k] and isinstance(p, torch.nn.Parameter) for k, p in model.named_parameters())
+    tied = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False), torch.nn.Linear(4, 4, bias=False))
+    tied[1].weight = tied[0].weight
+    tree = {"0.weight": torch.randn(4, 4)}
+    torch.testing.assert_close(Evaluator(tied)(tree, x), functional_call(tied, tree, (x,)))

@@ -71,3 +71,38 @@ def vdot(a: Tree, b: Tree) -> torch.Tensor:
 
 def to_numpy(tree: Tree) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in tree.items()}
+
+
+class Evaluator:
+    """``Evaluator(model)(tree, x)`` = ``torch.func.functional_call(model, tree, (x,))`` for a tree holding exactly
+    the model's parameters, at about a fifth of functional_call's fixed cost (measured 606 against 719–784 µs for
+    a 40-256-256-10 MLP forward whose direct call takes 580–596 µs, docs/benchmarks.md): the parameter slots are
+    found once, and a call puts the tree's tensors into them and puts the model's own back afterwards, even when
+    the forward raises. Used where a DP step evaluates the model at w + ε every step (DP-SAT, DP-SAM's second
+    release). A model with a parameter registered twice (tied weights), a tree with other keys, or functorch-wrapped
+    tensors (inside a pool's vmap) go through functional_call itself."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from torch.func import functional_call
+
+        self.model = model
+        self._functional_call = functional_call
+        names = [k for k, _ in model.named_parameters(remove_duplicate=False)]
+        self._lean = len(names) == len(dict(model.named_parameters()))  # no parameter under two names
+        self._slots = []
+        for key in names:
+            prefix, _, leaf = key.rpartition(".")
+            self._slots.append((model.get_submodule(prefix), leaf, key))
+        self._keys = set(names)
+
+    def __call__(self, tree: Tree, x: torch.Tensor) -> torch.Tensor:
+        if not (self._lean and tree.keys() == self._keys and _fused(tree)):
+            return self._functional_call(self.model, tree, (x,))
+        saved = [module._parameters[leaf] for module, leaf, _ in self._slots]
+        try:
+            for module, leaf, key in self._slots:
+                module._parameters[leaf] = tree[key]  # type: ignore[assignment]
+            return self.model(x)
+        finally:
+            for (module, leaf, _), p in zip(self._slots, saved):
+                module._parameters[leaf] = p

@@ -36,7 +36,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from ..errors import FlatprivError
-from ..tree import Tree
+from ..tree import Evaluator, Tree
 from .ghost import GhostUnsupported, ghost_layers, ghost_norms, supports_ghost, unsupported_parts
 
 __all__ = ["ClipInfo", "ClippedOracle", "FlatprivWarning", "clip_factor", "clipped_grad", "supports_ghost"]
@@ -167,6 +167,8 @@ class _Clipped:
         self._auto = method == "auto"
         self._layers = ghost_layers(model) if self.method == "ghost" else []
         self._names = {k for k, _ in model.named_parameters()}
+        self._own = dict(model.named_parameters())
+        self._call = Evaluator(model)
         self._verified = False  # the ghost sum is checked against autograd once, on the first batch
 
     def __repr__(self) -> str:
@@ -177,7 +179,8 @@ class _Clipped:
             if set(params) != self._names:
                 raise ValueError("method='ghost' needs a params tree holding exactly the model's named_parameters()")
             try:
-                chunk = ghost_norms(self.model, self._layers, params, x, y)
+                own = all(params.get(k) is v for k, v in self._own.items())
+                chunk = ghost_norms(self.model, self._layers, params, x, y, own, self._call)
                 if not self._verified:
                     _check_every_use(self.model, params, x, y, chunk[1])
                     self._verified = True

@@ -51,12 +51,15 @@ def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor,
     o = g.shape[-1]
     if t == 1:  # ‖G_i‖² = ‖a_i‖²‖g_i‖², and the bias adds ‖g_i‖²
         a1, g1 = a[:, 0], g[:, 0]
-        gg, aa = g1.square().sum(1), a1.square().sum(1)
+        # one fused kernel per norm (vector_norm), not a squared copy and a sum: profiled, docs/benchmarks.md
+        gg = torch.linalg.vector_norm(g1, dim=1).square_()
+        aa = torch.linalg.vector_norm(a1, dim=1).square_()
         sq = gg * (aa + 1.0) if bias else gg * aa
 
         def finish1(c: torch.Tensor) -> dict[str, torch.Tensor]:
-            gc = g1 * c[:, None]
-            return {"weight": gc.T @ a1, "bias": gc.sum(0)} if bias else {"weight": gc.T @ a1}
+            # c scales the narrower side of the product (a layer's input or its output gradient)
+            w = g1.T @ (a1 * c[:, None]) if k <= o else (g1 * c[:, None]).T @ a1
+            return {"weight": w, "bias": c @ g1} if bias else {"weight": w}
 
         return sq, finish1
     if _ghost_cheaper(batch, t, k, o):
@@ -204,10 +207,20 @@ def ghost_layers(model: nn.Module) -> list[tuple[str, nn.Module, Rule]]:
 
 
 def ghost_norms(
-    model: nn.Module, layers: list[tuple[str, nn.Module, Rule]], params: Tree, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    layers: list[tuple[str, nn.Module, Rule]],
+    params: Tree,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    own: bool = False,
+    call: Callable[[Tree, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], Tree], torch.Tensor]:
     """One forward + one backward to the layer outputs -> (‖∇ℓ_i‖² [B], c ↦ Σ_i c_i ∇ℓ_i, Σ_i ℓ_i).
 
+    ``own``: ``params`` is the model's own parameter tree, so the model is called directly (DP-SGD's every step,
+    and DP-SAM's first release) instead of through ``functional_call``'s re-parametrisation; the backward asks
+    for the layer outputs' gradients only, so no weight gradient is computed either way. ``call(tree, x)``
+    evaluates the model at any other tree (:class:`flatpriv.tree.Evaluator`; default ``functional_call``).
     Raises GhostUnsupported when a recorded tensor was modified in place, or a parameter was used outside its
     module's forward (a module that never ran but whose parameter still reached the loss).
     """
@@ -222,9 +235,13 @@ def ghost_norms(
 
     handles = [m.register_forward_hook(hook(store)) for (_, m, _), store in zip(layers, records)]
     try:
-        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        leaves = params if own else {k: v.detach().requires_grad_(True) for k, v in params.items()}
         with torch.enable_grad():
-            loss = F.cross_entropy(functional_call(model, leaves, (x,)), y, reduction="sum")
+            if own:
+                logits = model(x)
+            else:
+                logits = call(leaves, x) if call is not None else functional_call(model, leaves, (x,))
+            loss = F.cross_entropy(logits, y, reduction="sum")
     finally:
         for h in handles:
             h.remove()

@@ -55,7 +55,13 @@ def privatize(clipped_sum: Tree, z: Tree, std: float | torch.Tensor, divisor: fl
     >>> g["w"].item()  # (2 + 0.5·1) / 4
     0.625
     """
-    return {k: (v + z[k] * std) * (1.0 / divisor) for k, v in clipped_sum.items()}
+    if isinstance(std, torch.Tensor) or isinstance(divisor, torch.Tensor):  # pools: per-model scalars under vmap
+        return {k: (v + z[k] * std) * (1.0 / divisor) for k, v in clipped_sum.items()}
+    # a single run: two passes over the leaves (add with alpha, then scale), one dispatch for all leaves each
+    keys = list(clipped_sum)
+    out = torch._foreach_add([clipped_sum[k] for k in keys], [z[k] for k in keys], alpha=float(std))
+    torch._foreach_mul_(out, 1.0 / float(divisor))
+    return dict(zip(keys, out))
 
 
 @dataclass
