@@ -18,10 +18,11 @@ import flatpriv
 PACKAGE = Path(flatpriv.__file__).parent
 BASE = {"errors", "tree", "config"}  # leaves everyone may use
 STACK = BASE | {"privacy", "step", "data", "models", "results", "checkpoint", "plots", "memorization", "attacks"}
-STACK |= {"dynamics"}
+STACK |= {"dynamics", "progress"}
 LAYERS: dict[str, set[str]] = {
     "errors": set(),
     "tree": set(),
+    "progress": {"errors"},  # progress bars and log lines (tqdm)
     "plots": {"data"},  # the matplotlib cache goes under the data cache directory
     "config": {"errors"},
     "config_io": {"config", "errors"},

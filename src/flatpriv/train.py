@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import checkpoint, results
 from .config import USER, Config, config_from_dict, config_to_dict
@@ -30,6 +29,7 @@ from .models import build_model, count_parameters, predict
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
 from .privacy.sampling import noise_source
 from .privacy.validate import validate_model
+from .progress import Progress
 from .step import Pipeline, get_algorithm, make_optimizer, take_step
 from .step.averaging import RunAverage
 
@@ -123,7 +123,7 @@ def _loop(
     state: Any,
     gen: torch.Generator,
     elapsed: float,
-    quiet: bool,
+    console: Progress,
     record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Epochs ``start_epoch`` .. the last, then the final files; returns summary.json with ``finished: true``.
@@ -131,7 +131,7 @@ def _loop(
     Interrupted (Ctrl-C) it returns ``finished: false`` with the last epoch whose checkpoint was saved, so the caller
     can say how to resume (or that nothing can be resumed yet); the run directory stays resumable."""
     try:
-        return _epochs(s, run_dir, start_epoch, state, gen, elapsed, quiet, record)
+        return _epochs(s, run_dir, start_epoch, state, gen, elapsed, console, record)
     except KeyboardInterrupt:  # what can be resumed is what the (atomically replaced) checkpoint on disk holds
         ckpt = run_dir / CHECKPOINT
         epoch = int(checkpoint.load(run_dir, config_to_dict(s.cfg))["epoch"]) if ckpt.exists() else 0
@@ -145,7 +145,7 @@ def _epochs(
     state: Any,
     gen: torch.Generator,
     elapsed: float,
-    quiet: bool,
+    console: Progress,
     record: dict[str, Any] | None,
 ) -> dict[str, Any]:
     cfg, data = s.cfg, s.data
@@ -154,15 +154,7 @@ def _epochs(
     bs = cfg.train.batch_size
     t0 = time.perf_counter() - elapsed
     record = dict(record or {})
-    bar = tqdm(
-        range(start_epoch, cfg.train.epochs),
-        desc=f"train {cfg.algorithm}",
-        unit="epoch",
-        initial=start_epoch,
-        total=cfg.train.epochs,
-        disable=quiet or None,
-        leave=False,
-    )
+    bar = console.epochs(f"train {cfg.algorithm}", start_epoch, cfg.train.epochs)
     for epoch in bar:
         loss_sum = torch.zeros((), device=data.x_train.device)
         losses = []
@@ -206,7 +198,7 @@ def _epochs(
                 results.save_array(run_dir, f"{prefix}_epoch_{epoch + 1:04d}", c.numpy())
         results.append_jsonl(run_dir / "metrics.jsonl", record)
         _save_checkpoint(run_dir, s, epoch + 1, state, gen, record["wall_seconds"])
-        bar.set_postfix(test_acc=f"{math.nan if test_acc is None else test_acc:.3f}", train_acc=f"{train_acc:.3f}")
+        console.epoch_done(bar, record, cfg.train.epochs)  # the bar's figures; the log line when due
     bar.close()
     return _finish(s, run_dir, record)
 
@@ -275,13 +267,17 @@ def train(
     quiet: bool = False,
     subset: torch.Tensor | None = None,
     setup: Setup | None = None,
+    log_every: int | None = 0,
 ) -> dict[str, Any]:
     """Train one model into a new run directory under ``out``; returns summary.json's contents (``finished: true``),
     or after Ctrl-C ``finished: false``, ``interrupted_after_epoch`` and the run directory to resume.
 
     ``subset`` trains on those training positions only (not resumable: the subset is not saved). ``setup``: what
-    :func:`prepare` made of ``cfg`` already (flatpriv.fit, with its own model and data).
+    :func:`prepare` made of ``cfg`` already (flatpriv.fit, with its own model and data). ``quiet``: no epoch bar
+    (it shows only on a terminal anyway); ``log_every``: a line every N epochs and after the last on stdout
+    (:mod:`flatpriv.progress`).
     """
+    console = Progress.of(quiet, log_every)
     s = setup if setup is not None else prepare(cfg, subset)
     with results.discard_on_os_error():  # a full disk before the first checkpoint leaves no directory behind
         run_dir = results.new_run_dir(out, "train", name)
@@ -292,7 +288,7 @@ def train(
             results.write_json(run_dir / "provenance.json", {**prov, **supplied})
             gen = torch.Generator().manual_seed(cfg.seed)
             state = s.pipeline.init(dict(s.model.named_parameters()))
-            out_summary = _loop(s, run_dir, 0, state, gen, 0.0, quiet)
+            out_summary = _loop(s, run_dir, 0, state, gen, 0.0, console)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary
 
@@ -303,18 +299,20 @@ def resume(
     model: torch.nn.Module | None = None,
     data: Dataset | None = None,
     supplied: dict[str, Any] | None = None,
+    log_every: int | None = 0,
 ) -> dict[str, Any]:
     """Continue an interrupted run from its last epoch checkpoint, in the same run directory. A flatpriv.fit run
     needs its ``model`` and ``data`` again, and ``supplied`` (their description) must equal the run's."""
+    console = Progress.of(quiet, log_every)
     run_dir = Path(run_dir)
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"--resume {run_dir}: not a run directory (no config.json)")
     with results.locked(run_dir):  # the checks below too: another writer may be finishing the run right now
-        return _resume(run_dir, quiet, model, data, supplied)
+        return _resume(run_dir, console, model, data, supplied)
 
 
 def _resume(
-    run_dir: Path, quiet: bool, model: torch.nn.Module | None, data: Dataset | None, supplied: dict[str, Any] | None
+    run_dir: Path, shown: Progress, model: torch.nn.Module | None, data: Dataset | None, supplied: dict[str, Any] | None
 ) -> dict[str, Any]:
     if (run_dir / "summary.json").exists():
         raise FlatprivError(f"--resume {run_dir}: this run already finished (summary.json exists)")
@@ -336,6 +334,6 @@ def _resume(
     results.write_jsonl(run_dir / "metrics.jsonl", metrics)
     state = checkpoint.to_device(ckpt["pipeline_state"], device)
     last = metrics[-1] if metrics else None  # an interrupt during the final writes: _finish needs it again
-    out_summary = _loop(s, run_dir, epoch, state, gen, elapsed, quiet, last)
+    out_summary = _loop(s, run_dir, epoch, state, gen, elapsed, shown, last)
     out_summary.setdefault("run_dir", str(run_dir))
     return out_summary

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import results
+from .. import progress, results
 from ..attacks.metrics import attack_metrics, plot_roc, roc
 from ..errors import FlatprivError
 from ..privacy.audit import epsilon_lower_bound
 from . import audits
-from .attack_scores import ATTACKS, PoolSignals, RmiaSettings
+from .attack_scores import ATTACKS, AUG_SUFFIX, QUERY_AUGMENTED, PoolSignals, RmiaSettings
 from .memorization import load_pool
 from .references import parse_references, plot_references, reference_curve
 
@@ -52,7 +52,10 @@ def run_attack(
     seed: int = 0,
     references: str | list[int] | None = None,
     rmia: RmiaSettings | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
+    """Every attack on every pool into a new run directory; returns its summary.json. ``quiet``: no bar over the
+    (pool, attack) scores, metrics and reference counts (it shows only on a terminal)."""
     if n_boot < 0:
         raise FlatprivError(f"--bootstrap {n_boot}: must be >= 0")
     rmia = rmia or RmiaSettings()
@@ -74,10 +77,42 @@ def run_attack(
 
         s0 = PoolSignals(pools[0], RmiaSettings(rmia.gamma, 0.3, rmia.temperature))
         rmia = RmiaSettings(rmia.gamma, choose_offline_a(s0.keep, s0.px, s0.pz, rmia.gamma), rmia.temperature)
+    work = len(pools) * (2 * len(_attacks(pools)) + len(counts))  # scores, metrics per (pool, attack); references
+    with progress.bar(desc="attack", total=work, unit="step", quiet=quiet) as bar:
+        return _attack(pools, run_dirs, out, n_boot, seed, counts, rmia, bar)
+
+
+def _attacks(pools: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Every attack, and the query-augmented ones when every pool kept logits on query views."""
+    views = all(p.get("train_logits_views") is not None for p in pools)
+    return ATTACKS + (tuple(a + AUG_SUFFIX for a in QUERY_AUGMENTED) if views else ())
+
+
+def _scores(signals: PoolSignals, label: str, attacks: tuple[str, ...], bar: Any) -> dict[str, np.ndarray]:
+    """Each attack's leave-one-out scores [models, examples] on one pool."""
+    scores = {}
+    for attack in attacks:
+        bar.set_postfix_str(f"{label} {attack}: scores")
+        scores[attack] = signals.leave_one_out(attack)
+        bar.update()
+    return scores
+
+
+def _attack(
+    pools: list[dict[str, Any]],
+    run_dirs: list[str | Path],
+    out: str | Path,
+    n_boot: int,
+    seed: int,
+    counts: list[int],
+    rmia: RmiaSettings,
+    bar: Any,
+) -> dict[str, Any]:
     # Every score before the directory exists: an estimator's refusal then leaves nothing half-written.
+    labels = [f"{i}:{p['config']['algorithm']}" for i, p in enumerate(pools)]
     all_signals = [PoolSignals(p, rmia) for p in pools]
-    attacks = all_signals[0].attacks if all(s.attacks == all_signals[0].attacks for s in all_signals) else ATTACKS
-    all_scores = [{attack: s.leave_one_out(attack) for attack in attacks} for s in all_signals]
+    attacks = _attacks(pools)
+    all_scores = [_scores(s, label, attacks, bar) for s, label in zip(all_signals, labels)]
     out_dir = results.new_run_dir(out, "attack", Path(run_dirs[0]).name)
     results.write_json(
         out_dir / "config.json",
@@ -92,7 +127,7 @@ def run_attack(
     )
     table, curves, ref_rows, notes = [], {}, [], {}
     for i, p in enumerate(pools):
-        label = f"{i}:{p['config']['algorithm']}"
+        label = labels[i]
         summary = results.read_json(p["run_dir"] / "summary.json")
         meta = results.read_json(p["run_dir"] / "pool.json")
         delta = summary.get("delta") or 0.0
@@ -101,6 +136,7 @@ def run_attack(
             notes[label] = f"one-run audit not applicable: {not_applicable}"
         signals = all_signals[i]
         for attack in attacks:
+            bar.set_postfix_str(f"{label} {attack}: metrics")
             scores, members = all_scores[i][attack], signals.keep
             m = attack_metrics(scores.ravel(), members.ravel(), n_boot=n_boot, seed=seed)
             audit = epsilon_lower_bound(scores.ravel(), members.ravel(), delta=delta)
@@ -140,8 +176,10 @@ def run_attack(
                     vuln = np.nanmean(np.where(members, scores, np.nan), axis=0)
                 results.save_array(out_dir, f"vulnerability_pool{i}", vuln)
             results.save_array(out_dir, f"scores_{attack}_pool{i}", scores.astype(np.float32))
+            bar.update()
         if counts:
-            ref_rows += [{"pool": label, **r} for r in reference_curve(signals, counts, seed)]
+            bar.set_postfix_str(f"{label}: reference counts")
+            ref_rows += [{"pool": label, **r} for r in reference_curve(signals, counts, seed, progress=bar.update)]
     plot_roc(curves, out_dir / "plots" / "roc_loglog.png", title="membership inference (log-log ROC)")
     summary = {"kind": "attack", "pools": [str(d) for d in run_dirs], "table": table, "run_dir": str(out_dir)}
     summary["variants"] = {a: signals.variant(a) for a in attacks}

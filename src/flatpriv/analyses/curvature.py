@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .. import plots, results
+from .. import plots, progress, results
 from ..config import config_from_dict
 from ..data import load_data
 from ..errors import FlatprivError
@@ -60,6 +60,7 @@ def _curvature(
     variant: str,
     method: str,
     seed: int,
+    bar: Any,
 ) -> torch.Tensor:
     """One model's per-example curvature, with the same probes for every model (seeded alike)."""
     device = data.x_train.device
@@ -77,6 +78,7 @@ def _curvature(
             variant=variant,
             method=method,
             generator=torch.Generator().manual_seed(seed),
+            progress=bar.update,
         )
     except ValueError as e:
         raise FlatprivError(str(e)) from e
@@ -90,7 +92,10 @@ def run_curvature(
     variant: str = "norm",
     method: str = "finite_difference",
     seed: int = 0,
+    quiet: bool = False,
 ) -> dict[str, Any]:
+    """Per-example curvature of a run's model or a pool's models into a new run directory; returns summary.json.
+    ``quiet``: no bar over the (model, example) scores (it shows only on a terminal)."""
     run_dir = Path(run_dir)
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"{run_dir} is not a run directory (no config.json)")
@@ -101,7 +106,11 @@ def run_curvature(
     pool = load_pool(run_dir) if is_pool else None
     weights = _weights(run_dir, is_pool, device)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    per_model = [_curvature(model, w, data, run_dir, n_probes, h, variant, method, seed) for w in weights]
+    desc = f"curvature ({len(weights)} model{'s' if len(weights) > 1 else ''})"
+    with progress.bar(
+        desc=desc, total=len(weights) * len(data.y_train), unit="example", unit_scale=True, quiet=quiet
+    ) as bar:
+        per_model = [_curvature(model, w, data, run_dir, n_probes, h, variant, method, seed, bar) for w in weights]
     out_dir = results.new_run_dir(out, "curvature", run_dir.name)
     results.write_json(
         out_dir / "config.json",

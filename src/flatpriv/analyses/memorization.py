@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import plots, results
+from .. import plots, progress, results
 from ..errors import FlatprivError
 from ..memorization import bucket_comparison, check_pool, correctness, entropy_buckets, influence, memorization
 from ..memorization.entropy import influence_entropy
@@ -69,9 +69,25 @@ def run_memorization(
     out: str | Path = "runs",
     n_buckets: int = 5,
     seed: int = 0,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Feldman–Zhang memorization (with standard errors) and influence of a pool; paper 1's influence entropy;
-    with ``compare``, per-entropy-bucket test accuracy of both pools and its difference (bootstrap 95 % CI)."""
+    with ``compare``, per-entropy-bucket test accuracy of both pools and its difference (bootstrap 95 % CI).
+    ``quiet``: no bar over these steps (it shows only on a terminal)."""
+    with progress.Steps("memorization", 5 if compare else 4, quiet) as steps:
+        return _memorization(run_dir, compare, kind, out, n_buckets, seed, steps)
+
+
+def _memorization(
+    run_dir: str | Path,
+    compare: str | Path | None,
+    kind: str,
+    out: str | Path,
+    n_buckets: int,
+    seed: int,
+    steps: progress.Steps,
+) -> dict[str, Any]:
+    steps.next("reading the pools")
     pool = load_pool(run_dir)
     other = load_pool(compare) if compare else None
     if other is not None and not (
@@ -79,18 +95,22 @@ def run_memorization(
         and np.array_equal(other["test_labels"], pool["test_labels"])
     ):
         raise FlatprivError(f"{compare} and {run_dir} were trained on different data sets; they cannot be compared")
+    steps.next("memorization")
     corr = correctness(pool["train_logits"], pool["train_labels"], kind)
     corr_test = correctness(pool["test_logits"], pool["test_labels"], kind)
     mem = memorization(pool["keep"], corr)
+    steps.next("influence and its entropy")
     infl = influence(pool["keep"], corr_test)
     entropy = influence_entropy(infl, pool["train_labels"], pool["test_labels"])
     compared: dict[str, Any] = {}
     if other is not None:  # computed before the directory exists, so a refused bucket count leaves nothing behind
+        steps.next("comparing the pools (bootstrap)")
         compared["mem"] = memorization(other["keep"], correctness(other["train_logits"], other["train_labels"], kind))
         compared["buckets"] = entropy_buckets(entropy, n_buckets)
         correct_a = correctness(pool["test_logits"], pool["test_labels"], "correct")
         correct_b = correctness(other["test_logits"], other["test_labels"], "correct")
         compared["table"] = bucket_comparison(compared["buckets"], correct_a, correct_b, seed=seed, entropy=entropy)
+    steps.next("writing arrays and plots")
     out_dir = results.new_run_dir(out, "memorization", Path(run_dir).name)
     results.write_json(
         out_dir / "config.json",

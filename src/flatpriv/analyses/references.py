@@ -8,6 +8,7 @@ were NaN (an example with no reference on a side that the attack needs) and drop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,11 @@ def parse_references(text: str | None, n_models: int | None = None) -> list[int]
     return counts
 
 
-def reference_curve(signals: PoolSignals, counts: list[int], seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (count, attack): auc, tpr_at_1%fpr, tpr_at_0.1%fpr, n_dropped_nan, n_members, n_nonmembers."""
+def reference_curve(
+    signals: PoolSignals, counts: list[int], seed: int = 0, progress: Callable[[], Any] | None = None
+) -> list[dict[str, Any]]:
+    """One row per (count, attack): auc, tpr_at_1%fpr, tpr_at_0.1%fpr, n_dropped_nan, n_members, n_nonmembers.
+    ``progress()`` is called after each count."""
     keep = signals.keep
     k = keep.shape[0]
     rows = []
@@ -74,6 +78,8 @@ def reference_curve(signals: PoolSignals, counts: list[int], seed: int = 0) -> l
                     "n_nonmembers": m["n_nonmembers"],
                 }
             )
+        if progress is not None:
+            progress()
     return rows
 
 

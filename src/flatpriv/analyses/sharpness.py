@@ -8,13 +8,14 @@ command's result (``--json`` prints it as one line).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import results
+from .. import progress, results
 from ..config import config_from_dict
 from ..data import load_data
 from ..errors import FlatprivError
@@ -51,23 +52,31 @@ def run_sharpness(
     probes: int = 100,
     seed: int = 0,
     batch_size: int | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """λ_max and the Hessian trace of a run's training loss at its final weights; returns the summary."""
+    """λ_max and the Hessian trace of a run's training loss at its final weights; returns the summary. ``quiet``: no
+    bar over the Hessian-vector products, one per evaluation batch (it shows only on a terminal)."""
     run_dir = Path(run_dir)
     cfg, model, data = load_run_model(run_dir)
     n = len(data.y_train)
     if subset is not None and not 1 <= subset <= n:
         raise FlatprivError(f"--subset {subset}: the run has {n} training examples; choose 1..{n}")
     indices = None if subset is None else fixed_subset(n, subset, seed)
-    common = dict(
-        indices=indices, seed=seed, batch_size=cfg.train.eval_batch_size if batch_size is None else batch_size
-    )
+    batch_size = cfg.train.eval_batch_size if batch_size is None else batch_size
+    common = dict(indices=indices, seed=seed, batch_size=batch_size)
     t0 = time.perf_counter()
-    try:
-        top = top_eigenvalue(model, data.x_train, data.y_train, iters=iters, tol=tol, **common)
-        trace = hessian_trace(model, data.x_train, data.y_train, probes=probes, **common)
-    except ValueError as e:
-        raise FlatprivError(str(e)) from e
+    batches = math.ceil((n if subset is None else subset) / max(1, batch_size))
+    # at most `iters` power iterations, then `probes` probes, each a product over every batch; the total shrinks to
+    # what is left once the power iteration has converged
+    with progress.bar(desc="sharpness", total=(iters + probes) * batches, unit="hvp", quiet=quiet) as bar:
+        try:
+            bar.set_postfix_str("lambda_max")
+            top = top_eigenvalue(model, data.x_train, data.y_train, iters=iters, tol=tol, progress=bar.update, **common)
+            bar.total = bar.n + probes * batches
+            bar.set_postfix_str("trace")
+            trace = hessian_trace(model, data.x_train, data.y_train, probes=probes, progress=bar.update, **common)
+        except ValueError as e:
+            raise FlatprivError(str(e)) from e
     return {
         "kind": "sharpness",
         "source": str(run_dir),

@@ -20,6 +20,7 @@ from ..checkpoint import changed_keys
 from ..config import Config, config_to_dict
 from ..errors import FlatprivError
 from ..privacy.validate import fix_model
+from ..progress import Progress, check_log_every
 from ..step import get_algorithm
 from ..train import Setup, prepare, train
 from ..train import resume as resume_run
@@ -38,6 +39,7 @@ def fit(
     out: str | Path = "runs",
     name: str = "fit",
     quiet: bool = True,
+    log_every: int | None = None,
     resume: str | Path | None = None,
     fix_batchnorm: bool = False,
     **settings: Any,
@@ -54,10 +56,16 @@ def fit(
     ``settings``: any keyword of :data:`flatpriv.api.keywords.KEYWORDS` (``epochs``, ``batch_size``, ``lr``,
     ``target_epsilon`` or ``noise_multiplier``, ``delta``, ``clip_norm``, ``rho``, ``seed``, ``device``, ...);
     unset ones keep the Config defaults, and ``device`` defaults to the module's own device.
+    ``quiet``: no progress bar (the default); with ``quiet=False`` an epoch bar with its ETA shows on a terminal
+    (stderr) or in Jupyter. ``log_every``: every N epochs, and after the last, one line on stdout:
+    ``epoch 3/10: train loss 0.4123, train accuracy 0.8812, test loss 0.4506, test accuracy 0.8650, epsilon
+    1.2345, 12.3 s`` (the test pair with test data, ε under DP, seconds since the run started); 0 or None (the
+    default): no lines. It prints whether ``quiet`` or not; anything but a whole number >= 0 is refused.
     ``fix_batchnorm``: replace the module's BatchNorm layers by GroupNorm in place (:func:`flatpriv.privacy.fix_model`)
     before training; without it a DP run refuses BatchNorm. ``resume``: a run directory this call's run was
     interrupted in; give the same model, data and settings again and it continues from its last epoch.
     """
+    log_every = check_log_every(log_every, "flatpriv.fit: log_every")
     if isinstance(model, nn.Module) and "device" not in settings:
         first = next(iter(model.parameters()), None)
         settings = {**settings, "device": str(first.device) if first is not None else "cpu"}
@@ -66,11 +74,11 @@ def fit(
     build = _builder(model, fix_batchnorm)
     data = user_dataset(train_data, test_data)
     if resume is not None:
-        return _resume(Path(resume), cfg, build, data, quiet)
+        return _resume(Path(resume), cfg, build, data, Progress(quiet, log_every))
     s = prepare(cfg, model=build, data=data)
     _probe(s)
     s.supplied = describe(s.model, s.data)
-    return train(cfg, name=name, out=out, quiet=quiet, setup=s)
+    return train(cfg, name=name, out=out, quiet=quiet, setup=s, log_every=log_every)
 
 
 def _builder(model: ModelOrFactory, fix_batchnorm: bool) -> Callable[[], nn.Module]:
@@ -110,7 +118,7 @@ def _probe(s: Setup) -> None:
         )
 
 
-def _resume(run_dir: Path, cfg: Config, build: Callable[[], nn.Module], data: Any, quiet: bool) -> dict[str, Any]:
+def _resume(run_dir: Path, cfg: Config, build: Callable[[], nn.Module], data: Any, shown: Progress) -> dict[str, Any]:
     """Continue a fit run: the settings must be the run's own, and the model and data must match what it recorded."""
     if not results.is_run_dir(run_dir):
         raise FlatprivError(f"resume={run_dir}: not a run directory (no config.json)")
@@ -122,4 +130,5 @@ def _resume(run_dir: Path, cfg: Config, build: Callable[[], nn.Module], data: An
             "call fit with the settings it started with"
         )
     model = build()
-    return resume_run(run_dir, quiet, model=model, data=data, supplied=describe(model, data))
+    supplied = describe(model, data)
+    return resume_run(run_dir, shown.quiet, model=model, data=data, supplied=supplied, log_every=shown.log_every)

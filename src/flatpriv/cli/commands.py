@@ -13,16 +13,18 @@ from ..errors import FlatprivError
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from ..config_io import resolve
+    from ..progress import check_log_every
     from ..train import resume, train
 
+    log_every = check_log_every(a.log_every, "--log-every")
     if a.resume:
         if a.preset or a.config or a.overrides or a.device:
             raise FlatprivError("--resume continues a run with its saved config; drop --preset/--config/--set/--device")
-        summary = resume(a.resume, quiet=a.quiet or a.json)
+        summary = resume(a.resume, quiet=a.quiet or a.json, log_every=log_every)
     else:
         overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
         cfg, name = resolve(a.preset, a.config, overrides)
-        summary = train(cfg, name=name, out=a.out, quiet=a.quiet or a.json)
+        summary = train(cfg, name=name, out=a.out, quiet=a.quiet or a.json, log_every=log_every)
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         if not summary.get("finished", True):
@@ -111,7 +113,9 @@ def cmd_pool(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_memorization(a: argparse.Namespace) -> dict[str, Any]:
     from ..analyses.memorization import run_memorization
 
-    summary = run_memorization(a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets)
+    summary = run_memorization(
+        a.run_dir, compare=a.compare, kind=a.kind, out=a.out, n_buckets=a.buckets, quiet=a.quiet or a.json
+    )
     if not a.json:
         print(f"run directory: {summary['run_dir']}")
         print(
@@ -150,7 +154,15 @@ def cmd_attack(a: argparse.Namespace) -> dict[str, Any]:
     if a.rmia_gamma <= 0 or a.rmia_temperature <= 0:
         raise FlatprivError("--rmia-gamma and --rmia-temperature must be > 0")
     rmia = RmiaSettings(a.rmia_gamma, _rmia_a(a.rmia_a), a.rmia_temperature)
-    summary = run_attack(a.run_dirs, out=a.out, n_boot=a.bootstrap, seed=a.seed, references=a.references, rmia=rmia)
+    summary = run_attack(
+        a.run_dirs,
+        out=a.out,
+        n_boot=a.bootstrap,
+        seed=a.seed,
+        references=a.references,
+        rmia=rmia,
+        quiet=a.quiet or a.json,
+    )
     if not a.json:
         print(f"run directory: {summary['run_dir']}  (ROC: plots/roc_loglog.png)")
         print(
@@ -194,7 +206,14 @@ def cmd_curvature(a: argparse.Namespace) -> dict[str, Any]:
     from ..analyses.curvature import run_curvature
 
     summary = run_curvature(
-        a.run_dir, out=a.out, n_probes=a.probes, h=a.h, variant=a.variant, method=a.method, seed=a.seed
+        a.run_dir,
+        out=a.out,
+        n_probes=a.probes,
+        h=a.h,
+        variant=a.variant,
+        method=a.method,
+        seed=a.seed,
+        quiet=a.quiet or a.json,
     )
     if not a.json:
         print(f"run directory: {summary['run_dir']}  (histogram: plots/curvature_hist.png)")
@@ -213,7 +232,14 @@ def cmd_sharpness(a: argparse.Namespace) -> dict[str, Any]:
     from ..analyses.sharpness import run_sharpness
 
     summary = run_sharpness(
-        a.run_dir, subset=a.subset, iters=a.iters, tol=a.tol, probes=a.probes, seed=a.seed, batch_size=a.batch_size
+        a.run_dir,
+        subset=a.subset,
+        iters=a.iters,
+        tol=a.tol,
+        probes=a.probes,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        quiet=a.quiet or a.json,
     )
     if not a.json:
         state = "converged" if summary["converged"] else "not converged"
@@ -221,7 +247,8 @@ def cmd_sharpness(a: argparse.Namespace) -> dict[str, Any]:
             f"sharpness of {summary['algorithm']} on {summary['dataset']}/{summary['model']} over "
             f"{summary['examples']} training examples: lambda_max {summary['lambda_max']:.6g} "
             f"({summary['iterations']} iterations, {state}), trace {summary['trace_mean']:.6g} "
-            f"+- {summary['trace_stderr']:.3g} (standard error, {summary['probes']} probes)"
+            f"+- {summary['trace_stderr']:.3g} (standard error, {summary['probes']} probes); "
+            f"{summary['wall_seconds']:.1f} s"
         )
     return summary
 

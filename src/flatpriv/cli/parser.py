@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..config import MAX_STEPS, SEED_MAX
+from ..config import MAX_EPOCHS, MAX_STEPS, SEED_MAX
 from . import commands as c
 from .study import add_parser as add_study_parser
 
@@ -54,8 +54,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
 
 
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar (one shows, with its ETA, on a terminal)")
+
+
 def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", metavar="DIR", help="parent directory for the new run directory")
+    _quiet(p)
     _common(p)
 
 
@@ -75,7 +80,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
         "--out", default="runs", metavar="DIR", help="parent directory for the new run directory (default: runs)"
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="shortcut for --set train.device=...")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _quiet(p)
 
 
 def _train_parsers(sub: Any) -> None:
@@ -85,10 +90,19 @@ def _train_parsers(sub: Any) -> None:
         help="train one model and write a run directory",
         description="Train one model; the run directory gets config.json, provenance.json, "
         "metrics.jsonl (one line per epoch), summary.json, model.pt and arrays/ (per-example "
-        "logits and labels). Without --preset or --config the 'default' preset is used.",
+        "logits and labels). Without --preset or --config the 'default' preset is used. On a terminal a bar "
+        "shows the epochs with the ETA (stderr); --log-every N prints a line every N epochs for log files.",
     )
     _config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--log-every",
+        type=at_most(MAX_EPOCHS),
+        default=0,
+        metavar="N",
+        help="print a line every N epochs and after the last (epoch, train loss and accuracy, test loss and "
+        "accuracy, epsilon when DP, seconds) on stdout, for log files; also with --quiet (default 0: none)",
+    )
     _common(p)
     p.set_defaults(func=c.cmd_train)
 
@@ -106,7 +120,8 @@ def _pool_parsers(sub: Any) -> None:
         "per-model train/test logits (float32), models.jsonl and summary.json; finished chunks "
         "survive a kill (--resume). DP and Noisy-SGD pools give every model its own noise (noise "
         "seed noise_seed + 2k; DP: its own Poisson batches too) and DP pools report the epsilon each "
-        "model has (models.jsonl has each model's own).",
+        "model has (models.jsonl has each model's own). On a terminal a bar shows the chunks with the ETA, and "
+        "under it the running chunk's epochs (steps for DP pools).",
     )
     _config_args(p)
     # Pool-shape options default to None so that `--resume` can tell they were given (and refuse them).
@@ -250,6 +265,7 @@ def _analyses_parsers(sub: Any) -> None:
     p.add_argument(
         "--batch-size", type=at_most(10**9), metavar="B", help="evaluation batch (default: train.eval_batch_size)"
     )
+    _quiet(p)
     _common(p)
     p.set_defaults(func=c.cmd_sharpness)
 

@@ -36,7 +36,11 @@ def add_parser(sub: Any, common: Any) -> None:
         metavar="KEY=VALUE",
         help="change one of the study's settings (the report lists them), e.g. --set models=64",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress: neither the bar over the stages (shown on a terminal) nor the stage lines (in a log)",
+    )
     common(p)
     p.set_defaults(func=cmd_study)
 
@@ -52,10 +56,13 @@ def cmd_study(a: argparse.Namespace) -> dict[str, Any]:
         return {"studies": dict(studies)}
     if not a.name and not a.resume:
         raise FlatprivError("give a study name or --list (see `flatpriv study --help`)")
-    quiet = a.quiet or a.json or not sys.stdout.isatty()
+    quiet = a.quiet or a.json
+    # On a terminal the study's bar (stderr) shows the stage; a log (stdout or stderr not a terminal: CI, `> log`,
+    # `2> err`) gets one line per stage instead, so it still says what ran when.
+    lines = not quiet and not (sys.stdout.isatty() and sys.stderr.isatty())
 
     def progress(stage: str, cached: bool) -> None:
-        if not (a.quiet or a.json):
+        if lines:
             print(f"stage {stage}: {'finished earlier, skipped' if cached else 'running'}", flush=True)
 
     summary = run_study(
@@ -76,6 +83,7 @@ def cmd_study(a: argparse.Namespace) -> dict[str, Any]:
                 f"with `flatpriv study --resume {summary['run_dir']}`"
             )
         else:
+            print(f"run directory: {summary['run_dir']}")
             print((Path(summary["run_dir"]) / "claims.txt").read_text(), end="")
-            print(f"report: {summary['report']}")
+            print(f"report: {summary['report']} (stages: {summary['stage_seconds']:.0f} s)")
     return summary

@@ -31,6 +31,7 @@ serial, so for a seeded generator the probes of an example, hence its score, do 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,7 @@ def input_curvature(
     batch_size: int = 256,
     generator: torch.Generator | None = None,
     loss_fn: LossFn | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> Tensor:
     """Per-example input loss curvature (see the module docstring for the estimators).
 
@@ -128,6 +130,7 @@ def input_curvature(
         batch_size: examples per chunk; one pass holds (n_probes + 1)·batch_size rows.
         generator: source of the probes (the default CPU generator when None).
         loss_fn: ``loss_fn(outputs, y)``, a scalar or per-example losses (summed); default cross-entropy sum.
+        progress: called with the number of examples of each chunk once it is scored (a progress bar's update).
 
     Returns:
         [N] float32 scores on the CPU.
@@ -145,6 +148,7 @@ def input_curvature(
         batch_size=batch_size,
         generator=generator,
         loss_fn=loss_fn,
+        progress=progress,
     )[variant]
 
 
@@ -160,6 +164,7 @@ def input_curvatures(
     batch_size: int = 256,
     generator: torch.Generator | None = None,
     loss_fn: LossFn | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Tensor]:
     """:func:`input_curvature` for several variants at the cost of one: every variant reduces the same probes'
     δ_k (so each equals what :func:`input_curvature` gives with the same generator state). -> {variant: [N]}."""
@@ -190,6 +195,8 @@ def input_curvatures(
                 scores = _chunk_scores(model, loss_fn, xb, yb, r, h, variants, method)
                 for v, sc in scores.items():
                     out[v][start : start + xb.shape[0]] = sc.detach().float().cpu()
+                if progress is not None:
+                    progress(xb.shape[0])
     finally:
         for m, training in modes:
             m.training = training

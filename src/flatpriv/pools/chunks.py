@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import results
+from .. import progress, results
 from ..config import config_from_dict
 from ..data import load_data
 from ..errors import FlatprivError
@@ -31,14 +31,16 @@ def chunk_arrays(
     canaries: np.ndarray | None,
     canary_labels: np.ndarray | None,
     save_weights: bool,
+    quiet: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Train one chunk of models from plain data (what a Ray task receives) and return its arrays."""
+    """Train one chunk of models from plain data (what a Ray task receives) and return its arrays; ``quiet=False``
+    shows the chunk's own bar over its epochs (steps for DP) under the pool's (local chunks only)."""
     cfg = config_from_dict(cfg_dict)
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data, device)
     if canaries is not None:  # the audit's canaries: training examples given a wrong label in every model
         data.y_train[torch.as_tensor(canaries, device=device)] = torch.as_tensor(canary_labels, device=device)
-    r = train_models(cfg, data, keep_rows, seeds, quiet=True)
+    r = train_models(cfg, data, keep_rows, seeds, quiet=quiet)
     check_diverged(r, [k - cfg.seed for k in seeds])
     arrays = {
         # float32, as computed: float16 turned finite logits above 65504 into inf, and the pool was then "corrupt"
@@ -112,7 +114,7 @@ def run_on_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     remote = ray.remote(chunk_arrays).options(**ray_memory(pool, ray.nodes()))
     pending = {remote.remote(*args(start)): c for c, start in todo}
-    with tqdm(total=len(pending), desc="pool (ray)", unit="chunk", disable=quiet or None) as bar:
+    with progress.bar(desc="pool (ray)", total=len(pending), unit="chunk", quiet=quiet) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             c = pending.pop(ready[0])

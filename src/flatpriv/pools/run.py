@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import results
 from ..checkpoint import config_digest
@@ -24,6 +23,7 @@ from ..data import load_data
 from ..errors import FlatprivError
 from ..privacy.privatizer import privacy_summary, setup_privacy
 from ..privacy.sampling import noise_source
+from ..progress import bar
 from ..step import get_algorithm
 from ..train import resolve_device
 from .chunks import VIEW_LOGITS, chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
@@ -73,9 +73,11 @@ def _run_chunks(
         run_on_ray(run_dir, todo, args, ray_address, quiet, pool.to_dict())
     else:
         try:
-            for c, start in tqdm(todo, desc="pool", unit="chunk", disable=quiet or None):
+            done_before = len(starts) - len(todo)  # a resumed pool's saved chunks count, but not in the rate
+            desc = f"pool {cfg.algorithm} ({k_total} models)"
+            for c, start in bar(todo, desc=desc, total=len(starts), initial=done_before, unit="chunk", quiet=quiet):
                 t_chunk = time.perf_counter()
-                arrays = chunk_arrays(*args(start))
+                arrays = chunk_arrays(*args(start), quiet=quiet)
                 pool.elapsed += time.perf_counter() - t_chunk  # recorded before the chunk: a later resume counts it
                 pool.save(run_dir)
                 save_chunk(run_dir / "chunks" / f"chunk-{c:04d}.npz", arrays)

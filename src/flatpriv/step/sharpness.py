@@ -46,6 +46,7 @@ __all__ = ["TopEigenvalue", "HessianTrace", "fixed_subset", "hessian_vector_prod
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Indices = Tensor | Sequence[int] | None
+Progress = Callable[[], object] | None  # called after each batch's Hessian-vector product (a progress bar's update)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,9 @@ class _Loss:
         batch_size: int,
         loss_fn: LossFn,
         dtype: torch.dtype,
+        progress: Progress = None,
     ) -> None:
+        self.progress = progress or (lambda: None)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if x.shape[0] != y.shape[0]:
@@ -163,6 +166,7 @@ class _Loss:
                 leaves, grads = self.grad(xb, yb)
                 for t, h in zip(total, self.product(leaves, grads, v, retain=False)):
                     t.add_(h, alpha=w)
+                self.progress()
         return total
 
     def draw(self, generator: torch.Generator, rademacher: bool) -> list[Tensor]:
@@ -213,18 +217,20 @@ def top_eigenvalue(
     batch_size: int = 2048,
     loss_fn: LossFn = F.cross_entropy,
     dtype: torch.dtype = torch.float32,
+    progress: Progress = None,
 ) -> TopEigenvalue:
     """λ_max = max eig ∇²L(θ) of the mean loss ``loss_fn`` over ``x[indices]`` (all of x when None), by power
     iteration on Hessian-vector products (see the module docstring): at most ``iters`` products per run, stopped
     at a relative change of the Rayleigh quotient ≤ ``tol``; a Gaussian start vector from ``seed``.
 
-    ``loss_fn(outputs, y)`` must be the batch mean (as ``F.cross_entropy``, the trainer's loss).
+    ``loss_fn(outputs, y)`` must be the batch mean (as ``F.cross_entropy``, the trainer's loss). ``progress()`` is
+    called after each evaluation batch's product (``iterations × batches`` calls in all).
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
-    loss = _Loss(model, x, y, params, indices, batch_size, loss_fn, dtype)
+    loss = _Loss(model, x, y, params, indices, batch_size, loss_fn, dtype, progress)
     generator = torch.Generator().manual_seed(seed)
     with _eval_mode(model), _eval_mode(loss.model):
         dominant, v, k, converged = _power(loss, loss.draw(generator, rademacher=False), iters, tol, 0.0)
@@ -247,15 +253,17 @@ def hessian_trace(
     batch_size: int = 2048,
     loss_fn: LossFn = F.cross_entropy,
     dtype: torch.dtype = torch.float32,
+    progress: Progress = None,
 ) -> HessianTrace:
     """tr ∇²L(θ) = E[vᵀ ∇²L v], v Rademacher, by Hutchinson's estimator over ``probes`` probes from ``seed``.
 
     Batches are the outer loop: each batch's gradient graph is built once and serves every probe, and the probes
-    are drawn again, identically, for each batch (only one probe is held at a time).
+    are drawn again, identically, for each batch (only one probe is held at a time). ``progress()`` is called after
+    each (batch, probe) product (``batches × probes`` calls in all).
     """
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
-    loss = _Loss(model, x, y, params, indices, batch_size, loss_fn, dtype)
+    loss = _Loss(model, x, y, params, indices, batch_size, loss_fn, dtype, progress)
     samples = torch.zeros(probes, dtype=torch.float64)
     with _eval_mode(model), _eval_mode(loss.model), torch.enable_grad():
         for w, xb, yb in loss.batches():
@@ -264,6 +272,7 @@ def hessian_trace(
             for p in range(probes):
                 v = loss.draw(generator, rademacher=True)
                 samples[p] += w * _dot(v, loss.product(leaves, grads, v, retain=p < probes - 1))
+                loss.progress()
     stderr = float(samples.std(correction=1)) / math.sqrt(probes) if probes > 1 else math.nan
     return HessianTrace(float(samples.mean()), stderr, probes, loss.n, samples)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import results
+from .. import progress, results
 from ..config_io import parse_override
 from ..errors import FlatprivError
 from .claims import Claim
@@ -103,20 +103,36 @@ def run(spec: StudySpec, ctx: Context, quick: bool, on_stage: Callable[[str, boo
     """Run (or finish) every stage into ``ctx.run_dir``, then analyse and write the report; returns summary.json."""
     t0 = time.perf_counter()
     (ctx.run_dir / STAGES_DIR).mkdir(exist_ok=True)
-    for stage in spec.stages(ctx.settings):
-        cached = (ctx.run_dir / STAGES_DIR / f"{stage.name}.json").exists()
-        if on_stage:
-            on_stage(stage.name, cached)
-        try:
-            ctx.done[stage.name] = _record(ctx, stage)
-        except KeyboardInterrupt:  # finished stages are kept; `flatpriv study --resume` does the rest
-            return {
-                "kind": "study",
-                "study": spec.name,
-                "finished": False,
-                "interrupted_at_stage": stage.name,
-                "run_dir": str(ctx.run_dir),
-            }
+    stages = spec.stages(ctx.settings)
+    cached = [(ctx.run_dir / STAGES_DIR / f"{stage.name}.json").exists() for stage in stages]
+    # one bar over the stages (the report counts as one more), a resumed study's finished ones counted as done;
+    # the train and pool bars of the running stage show under it
+    with progress.bar(
+        desc=f"study {spec.name}", total=len(stages) + 1, initial=sum(cached), unit="stage", quiet=ctx.quiet
+    ) as bar:
+        for stage, was_cached in zip(stages, cached):
+            if on_stage:
+                on_stage(stage.name, was_cached)
+            bar.set_postfix_str(stage.name)
+            try:
+                ctx.done[stage.name] = _record(ctx, stage)
+            except KeyboardInterrupt:  # finished stages are kept; `flatpriv study --resume` does the rest
+                return {
+                    "kind": "study",
+                    "study": spec.name,
+                    "finished": False,
+                    "interrupted_at_stage": stage.name,
+                    "run_dir": str(ctx.run_dir),
+                }
+            bar.update(0 if was_cached else 1)  # a cached stage is in the bar's initial count
+        bar.set_postfix_str("analysis and report")
+        summary = _report(spec, ctx, quick, t0)
+        bar.update()
+    return summary
+
+
+def _report(spec: StudySpec, ctx: Context, quick: bool, t0: float) -> dict[str, Any]:
+    """The finished stages' analysis: results.json, report.md, report.html, claims.txt and summary.json."""
     analyse = importlib.import_module(spec.analysis, __package__).analyse
     verdicts, sections = analyse(ctx)
     cost = Section("Cost").text(
