@@ -96,7 +96,10 @@ def micro_batched(oracle: ClippedOracle, physical_batch_size: int = 0) -> ClipFn
 
     def clip(params: Tree, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, torch.Tensor]:
         n = len(y)
-        step = physical_batch_size if 0 < physical_batch_size < n else max(n, 1)
+        if not 0 < physical_batch_size < n:  # one call (the common case): its mean loss as it is
+            g, info = oracle(params, x, y)
+            return g, info.loss
+        step = physical_batch_size
         total: Tree | None = None
         loss_sum = torch.zeros((), device=x.device)
         for i in range(0, max(n, 1), step):
