@@ -221,7 +221,8 @@ class _Clipped:
             zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
             norms = torch.zeros(0, dtype=ref.dtype, device=ref.device) if return_norms else None
             empty = torch.zeros(0, dtype=ref.dtype, device=ref.device)
-            return {k: torch.zeros_like(v) for k, v in params.items()}, ClipInfo(zero, 0, norms, empty, self.sensitivity)
+            info = ClipInfo(zero, 0, norms, empty, self.sensitivity)
+            return {k: torch.zeros_like(v) for k, v in params.items()}, info
         total: Tree | None = None
         all_norms, loss = [], torch.zeros((), dtype=ref.dtype, device=ref.device)
         for sq, clipped_sum, loss_sum in self._chunks(params, x, y):

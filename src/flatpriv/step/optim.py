@@ -14,6 +14,13 @@ def swa_start_epoch(cfg: Config) -> int:
     return min(math.floor(cfg.swa.start * cfg.train.epochs), cfg.train.epochs - 1)
 
 
+def _fusable(params: list[torch.Tensor]) -> bool:
+    """torch's fused SGD/Adam kernels take floating-point tensors on a CPU or a CUDA device, all on one device."""
+    devices = {p.device.type for p in params}
+    floating = all(p.is_floating_point() for p in params)
+    return bool(params) and len(devices) == 1 and devices <= {"cpu", "cuda"} and floating
+
+
 def make_optimizer(
     cfg: Config, params: list[torch.Tensor], total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
@@ -24,12 +31,20 @@ def make_optimizer(
     the whole run as usual (η_t = η_0 (1 + cos(π t/T))/2, the closed form of CosineAnnealingLR)."""
     o = cfg.optim
     opt: torch.optim.Optimizer
+    # torch's fused kernel: one pass over (w, g, momentum) per tensor instead of three, the same update (a pool of
+    # 64 MLPs: 6.4 against 10.5 ms per step; one MLP: 0.16 against 0.32 ms; docs/benchmarks.md)
+    fused = {"fused": True} if _fusable(params) else {}
     if o.name == "sgd":
         opt = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov and o.momentum > 0,
+            weight_decay=o.weight_decay,
+            **fused,
         )
     else:
-        opt = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        opt = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, **fused)
     total = max(total_steps, 1)
     if cfg.algorithm == "swa" and cfg.swa.lr > 0:
         start = swa_start_epoch(cfg) * (total // cfg.train.epochs)

@@ -1,0 +1,130 @@
+"""Where one DP step's time goes, part by part: the measured floor under DP-SGD/SGD and DP-SAT/DP-SGD.
+
+On one batch of MNIST-1D (expected batch 256), each part of a step is timed in turn, interleaved round by round so
+load drift hits all alike (medians over the timed rounds):
+
+- forward: the model's forward pass alone (no graph);
+- sgd_gradient: the mean-gradient oracle SGD uses (forward, backward with weight gradients);
+- ghost_norms: the ghost path's forward and backward to the layer outputs, with the per-example norms;
+- ghost_clipped_sum: the same plus the clipped sum Σ c_i ∇ℓ_i;
+- clip_oracle: the whole clipped-gradient oracle (norms, clip factors, clipped sum) at the model's own weights;
+- clip_oracle_at_w_plus_eps: the same at another tree (DP-SAT's point), through ``tree.Evaluator``;
+- noise: the Gaussian draw z ~ N(0, I) of every parameter (``privacy.sampling.standard_normal``);
+- privatize: (Σ + σC z)/(qN);
+- optimizer: SGD with momentum and weight decay;
+- dpsat_direction, dpsat_point: DP-SAT's ε = ρ g̃/‖g̃‖ and w + ε;
+- functional_call, evaluator: a forward at another tree through ``torch.func.functional_call`` and through
+  ``tree.Evaluator``.
+
+Prints one JSON object with the medians (ms) and the sums they imply for an SGD and a DP-SGD step.
+Usage: python benchmarks/dp_parts.py [--model mlp|cnn1d] [--rounds 400] [--batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from step_time import MODELS
+from torch.func import functional_call
+
+from flatpriv import tree as T
+from flatpriv.config import DataConfig
+from flatpriv.data import load_data
+from flatpriv.models import build_model
+from flatpriv.privacy.clipping import clipped_grad
+from flatpriv.privacy.ghost import ghost_layers, ghost_norms
+from flatpriv.privacy.privatizer import privatize
+from flatpriv.privacy.sampling import make_generator, standard_normal
+from flatpriv.step.oracles import mean_grad
+from flatpriv.step.transforms import normalize
+
+
+def parts(model_name: str, batch: int) -> dict:
+    data = load_data(DataConfig(name="mnist1d"))
+    torch.manual_seed(0)
+    model = build_model(MODELS[model_name], data.input_shape, data.num_classes)
+    own = dict(model.named_parameters())
+    x, y = data.x_train[:batch], data.y_train[:batch]
+    oracle, clip, layers = mean_grad(model), clipped_grad(model, 1.0, "ghost"), ghost_layers(model)
+    gen = make_generator(0)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
+    g, _ = clip(own, x, y)
+    c = torch.rand(batch, generator=torch.Generator().manual_seed(0))
+    direction = normalize(radius=0.03)
+    eps, _ = direction.update(g, (), own)
+    point = T.add(own, eps)
+    evaluator = T.Evaluator(model)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def clipped_sum() -> None:
+        ghost_norms(model, layers, own, x, y, True)[1](c)
+
+    def step_optimizer() -> None:
+        for k, p in own.items():
+            p.grad = g[k]
+        opt.step()
+
+    def at(call) -> None:
+        with torch.no_grad():
+            call()
+
+    return {
+        "forward": forward,
+        "sgd_gradient": lambda: oracle(own, x, y),
+        "ghost_norms": lambda: ghost_norms(model, layers, own, x, y, True),
+        "ghost_clipped_sum": clipped_sum,
+        "clip_oracle": lambda: clip(own, x, y),
+        "clip_oracle_at_w_plus_eps": lambda: clip(point, x, y),
+        "noise": lambda: standard_normal(own, gen),
+        "privatize": lambda: privatize(g, g, 1.0, float(batch)),
+        "optimizer": step_optimizer,
+        "dpsat_direction": lambda: direction.update(g, (), own),
+        "dpsat_point": lambda: T.add(own, eps),
+        "functional_call": lambda: at(lambda: functional_call(model, point, (x,))),
+        "evaluator": lambda: at(lambda: evaluator(point, x)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mlp", choices=list(MODELS))
+    ap.add_argument("--rounds", type=int, default=400)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=256)
+    a = ap.parse_args()
+    fns = parts(a.model, a.batch_size)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(a.rounds + a.warmup):
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            dt = time.perf_counter() - t0
+            if r >= a.warmup:
+                times[name].append(dt)
+    ms = {k: round(statistics.median(v) * 1e3, 4) for k, v in times.items()}
+    sgd = ms["sgd_gradient"] + ms["optimizer"]
+    dpsgd = ms["clip_oracle"] + ms["noise"] + ms["privatize"] + ms["optimizer"]
+    floor = sgd + ms["noise"]
+    out = {
+        "model": a.model,
+        "batch_size": a.batch_size,
+        "threads": torch.get_num_threads(),
+        "median_ms": ms,
+        "sgd_step_parts_ms": round(sgd, 4),
+        "dpsgd_step_parts_ms": round(dpsgd, 4),
+        "dpsgd_over_sgd_from_parts": round(dpsgd / sgd, 3),
+        "sgd_plus_noise_over_sgd": round(floor / sgd, 3),
+        "dpsat_extra_over_dpsgd": round((ms["dpsat_direction"] + ms["dpsat_point"]) / dpsgd, 3),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
