@@ -11,13 +11,13 @@ load drift hits all alike (medians over the timed rounds):
 - clip_oracle_at_w_plus_eps: the same at another tree (DP-SAT's point), through ``tree.Evaluator``;
 - noise: the Gaussian draw z ~ N(0, I) of every parameter (``privacy.sampling.standard_normal``);
 - privatize: (Σ + σC z)/(qN);
-- optimizer: SGD with momentum and weight decay;
+- optimizer: SGD with momentum and weight decay, as ``step.optim.make_optimizer`` builds it;
 - dpsat_direction, dpsat_point: DP-SAT's ε = ρ g̃/‖g̃‖ and w + ε;
 - functional_call, evaluator: a forward at another tree through ``torch.func.functional_call`` and through
   ``tree.Evaluator``.
 
 Prints one JSON object with the medians (ms) and the sums they imply for an SGD and a DP-SGD step.
-Usage: python benchmarks/dp_parts.py [--model mlp|cnn1d] [--rounds 400] [--batch-size 256]
+Usage: python benchmarks/dp_parts.py [--model mlp|cnn1d] [--rounds 400] [--batch-size 256] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -32,28 +32,30 @@ from step_time import MODELS
 from torch.func import functional_call
 
 from flatpriv import tree as T
-from flatpriv.config import DataConfig
+from flatpriv.config import DataConfig, config_from_dict
 from flatpriv.data import load_data
 from flatpriv.models import build_model
 from flatpriv.privacy.clipping import clipped_grad
 from flatpriv.privacy.ghost import ghost_layers, ghost_norms
 from flatpriv.privacy.privatizer import privatize
 from flatpriv.privacy.sampling import make_generator, standard_normal
+from flatpriv.step.optim import make_optimizer
 from flatpriv.step.oracles import mean_grad
 from flatpriv.step.transforms import normalize
 
 
-def parts(model_name: str, batch: int) -> dict:
-    data = load_data(DataConfig(name="mnist1d"))
+def parts(model_name: str, batch: int, device: str) -> dict:
+    data = load_data(DataConfig(name="mnist1d"), device)
     torch.manual_seed(0)
-    model = build_model(MODELS[model_name], data.input_shape, data.num_classes)
+    model = build_model(MODELS[model_name], data.input_shape, data.num_classes).to(device)
     own = dict(model.named_parameters())
     x, y = data.x_train[:batch], data.y_train[:batch]
     oracle, clip, layers = mean_grad(model), clipped_grad(model, 1.0, "ghost"), ghost_layers(model)
-    gen = make_generator(0)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
+    gen = make_generator(0, device)
+    cfg = config_from_dict({"optim": {"lr": 1e-6, "momentum": 0.9, "weight_decay": 5e-4}})
+    opt, _ = make_optimizer(cfg, list(model.parameters()), 1)  # the optimizer flatpriv builds (fused where it can)
     g, _ = clip(own, x, y)
-    c = torch.rand(batch, generator=torch.Generator().manual_seed(0))
+    c = torch.rand(batch, generator=torch.Generator().manual_seed(0)).to(device)
     direction = normalize(radius=0.03)
     eps, _ = direction.update(g, (), own)
     point = T.add(own, eps)
@@ -98,13 +100,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
-    fns = parts(a.model, a.batch_size)
+    fns = parts(a.model, a.batch_size, a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(a.rounds + a.warmup):
         for name, f in fns.items():
+            sync()
             t0 = time.perf_counter()
             f()
+            sync()
             dt = time.perf_counter() - t0
             if r >= a.warmup:
                 times[name].append(dt)
@@ -114,6 +120,7 @@ def main() -> None:
     floor = sgd + ms["noise"]
     out = {
         "model": a.model,
+        "device": a.device,
         "batch_size": a.batch_size,
         "threads": torch.get_num_threads(),
         "median_ms": ms,

@@ -12,9 +12,11 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 if [ -n "$QUICK" ]; then
   STEPS=(--steps 12 --warmup 2); POOL=(--models 4 --epochs 1 --set model.width=32); OPA=(--seeds 1 --epochs 1)
+  PARTS=(--rounds 5 --warmup 2)
   CURV=(--models 4 --epochs 2 --every 1)
 else
   STEPS=(--steps 300 --warmup 30); POOL=(--models 64 --epochs 2); OPA=(--seeds 2 --epochs 5)
+  PARTS=(--rounds 200 --warmup 20)
   CURV=(--models 64 --epochs 30 --every 3)
 fi
 run() {  # name, then the command; each benchmark prints one JSON object as its last line
@@ -24,6 +26,8 @@ run() {  # name, then the command; each benchmark prints one JSON object as its 
 }
 run step_time "$PY" step_time.py --device "$DEVICE" "${STEPS[@]}"
 run dp_step "$PY" dp_step.py --device "$DEVICE" "${STEPS[@]}"
+run dp_parts_mlp "$PY" dp_parts.py --device "$DEVICE" --model mlp "${PARTS[@]}"
+run dp_parts_cnn1d "$PY" dp_parts.py --device "$DEVICE" --model cnn1d "${PARTS[@]}"
 run pool_mlp "$PY" pool.py --device "$DEVICE" --memory "${POOL[@]}"
 run pool_cnn1d "$PY" pool.py --device "$DEVICE" --set model.name=cnn1d --set model.width=32 --set model.depth=3 "${POOL[@]}"
 run opacus_mlp "$PY" opacus_dp.py --device "$DEVICE" --model mlp "${OPA[@]}"

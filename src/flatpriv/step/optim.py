@@ -31,8 +31,8 @@ def make_optimizer(
     the whole run as usual (η_t = η_0 (1 + cos(π t/T))/2, the closed form of CosineAnnealingLR)."""
     o = cfg.optim
     opt: torch.optim.Optimizer
-    # torch's fused kernel: one pass over (w, g, momentum) per tensor instead of three, the same update (a pool of
-    # 64 MLPs: 6.4 against 10.5 ms per step; one MLP: 0.16 against 0.32 ms; docs/benchmarks.md)
+    # torch's fused kernel: one pass over (w, g, momentum) per tensor instead of three, the same update (its time
+    # is the "optimizer" part of benchmarks/dp_parts.py)
     fused = {"fused": True} if _fusable(params) else {}
     if o.name == "sgd":
         opt = torch.optim.SGD(
