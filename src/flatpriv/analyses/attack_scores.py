@@ -83,7 +83,6 @@ class PoolSignals:
             for v in range(views.shape[1]):
                 one = {**pool, "train_logits": views[:, v], "test_logits": test_views[:, v]}
                 self.views.append(PoolSignals({k: x for k, x in one.items() if not k.endswith("_views")}, rmia))
-        self.attacks = ATTACKS + (tuple(a + AUG_SUFFIX for a in QUERY_AUGMENTED) if self.views else ())
         a = float(rmia.offline_a)
         self.rmia = {
             "rmia_online": RMIA(online=True, gamma=rmia.gamma, offline_a=a),

@@ -175,7 +175,6 @@ class _Clipped:
             )
         self._auto = method == "auto"
         self._layers = ghost_layers(model) if self.method == "ghost" else []
-        self._names = {k for k, _ in model.named_parameters()}
         self._own = dict(model.named_parameters())
         self._call = Evaluator(model)
         self._verified = False  # the ghost sum is checked against autograd once, on the first batch
@@ -185,7 +184,7 @@ class _Clipped:
 
     def _chunks(self, params: Tree, x: torch.Tensor, y: torch.Tensor) -> list[Chunk]:
         if self.method == "ghost":
-            if set(params) != self._names:
+            if params.keys() != self._own.keys():
                 raise ValueError("method='ghost' needs a params tree holding exactly the model's named_parameters()")
             try:
                 own = all(params.get(k) is v for k, v in self._own.items())
