@@ -40,9 +40,9 @@ class GhostUnsupported(ValueError):
     """The forward pass did something the ghost path cannot account for (detected while running)."""
 
 
-def _ghost_cheaper(batch: int, t: int, k: int, o: int) -> bool:
-    """Ghost norm (B·T²·(K+O) flops) versus materialising G_i (B·T·K·O flops, B·K·O memory)."""
-    return t * (k + o) < k * o or batch * k * o > _MAX_MATERIALISED
+def _ghost_cheaper(batch: int, ghost_flops: int, materialised_flops: int, size: int) -> bool:
+    """Per example: the ghost norm's flops versus materialising G_i (its flops, and ``size`` = O·K numbers each)."""
+    return ghost_flops < materialised_flops or batch * size > _MAX_MATERIALISED
 
 
 def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor, Finish]:
@@ -62,7 +62,7 @@ def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor,
             return {"weight": w, "bias": c @ g1} if bias else {"weight": w}
 
         return sq, finish1
-    if _ghost_cheaper(batch, t, k, o):
+    if _ghost_cheaper(batch, t * t * (k + o), t * k * o, k * o):  # the T×T Grams of a and g
         sq = (torch.bmm(a, a.mT) * torch.bmm(g, g.mT)).sum((1, 2))
 
         def weight(c: torch.Tensor) -> torch.Tensor:
@@ -100,14 +100,19 @@ def _linear(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finis
     return _tokens(*_cat_tokens(parts), bias=m.bias is not None)
 
 
-def _patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
-    """Conv input [B, C, *spatial] -> patches [B, L, C·Πk] in the order of ``weight.view(O, -1)`` (im2col).
-
-    Built from ``Tensor.unfold`` views (stride, dilation) after the conv's own padding, so one copy in all.
-    """
+def _padded(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """A conv's input after its own padding (any padding mode), so the conv itself runs with padding 0."""
     pad = m._reversed_padding_repeated_twice  # set by _ConvNd for int, tuple and "same"/"valid" padding
     if any(pad):
         a = F.pad(a, pad, mode="constant" if m.padding_mode == "zeros" else m.padding_mode)
+    return a
+
+
+def _patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """Padded conv input [B, C, *spatial] -> patches [B, L, C·Πk] in the order of ``weight.view(O, -1)`` (im2col).
+
+    Built from ``Tensor.unfold`` views (stride, dilation), so one copy in all.
+    """
     n = len(m.kernel_size)
     for d, (k, s, dil) in enumerate(zip(m.kernel_size, m.stride, m.dilation)):
         a = a.unfold(2 + d, dil * (k - 1) + 1, s)  # appends the window as a trailing dim
@@ -117,11 +122,59 @@ def _patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return a.reshape(a.shape[0], math.prod(a.shape[1 : 1 + n]), -1).contiguous()  # bmm wants dense batches
 
 
+def _conv_weight(m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Σ_i of the weight gradients for padded inputs ``a`` and output gradients ``g``: the conv's own backward
+    kernel (no im2col copy), asked for the weight gradient only."""
+    n = len(m.kernel_size)
+    weight = g.new_empty(1).expand(m.weight.shape)  # only its shape is read
+    mask = (False, True, False)
+    return torch.ops.aten.convolution_backward(
+        g, a, weight, None, m.stride, [0] * n, m.dilation, False, [0] * n, 1, mask
+    )[1]
+
+
+def _conv1d_gram(m: nn.Module, a: torch.Tensor, t: int) -> torch.Tensor:
+    """Patch Gram [B, T, T] of a 1-D conv from its padded input a [B, C, L'] without unfolding it.
+
+    With M = aᵀa [B, L', L'] (M_uv = Σ_c a_cu a_cv), patch t covering positions s·t + d·κ (κ < k):
+
+        a_t · a_t' = Σ_κ M[s·t + d·κ, s·t' + d·κ],
+
+    a sum along M's diagonals, read as one strided view [B, T, T, k].
+    """
+    s, d, k, lp = m.stride[0], m.dilation[0], m.kernel_size[0], a.shape[-1]
+    gram = torch.bmm(a.mT, a)
+    return gram.as_strided((a.shape[0], t, t, k), (lp * lp, s * lp, s, d * (lp + 1))).sum(-1)
+
+
 def _conv(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
-    """nn.Conv1d/2d/3d (groups = 1): unfold the input into patches, then a Linear over the L output positions."""
-    parts = [(_patches(m, a), g.reshape(batch, g.shape[1], -1).mT) for a, g in calls]
-    sq, finish = _tokens(*_cat_tokens(parts), bias=m.bias is not None)
-    shape = m.weight.shape
+    """nn.Conv1d/2d/3d (groups = 1): a Linear over the L output positions of the input's patches.
+
+    A 1-D conv called once, when the ghost norm is the cheaper side, takes its patch Gram from the padded input
+    (:func:`_conv1d_gram`) and its clipped sum from the conv's weight-gradient kernel with output gradients
+    c_i g_i: no im2col copy. Otherwise the input is unfolded into patches (:func:`_patches`).
+    """
+    padded = [(_padded(m, a), g.reshape(batch, g.shape[1], -1)) for a, g in calls]
+    shape, bias = m.weight.shape, m.bias is not None
+    if len(calls) == 1 and len(shape) == 3:
+        a, g = padded[0]
+        (c_in, lp), (o, t) = a.shape[1:], g.shape[1:]
+        k = c_in * shape[-1]
+        if batch * lp * lp <= _MAX_MATERIALISED and _ghost_cheaper(batch, lp * lp * c_in + t * t * o, t * k * o, k * o):
+            sq = (_conv1d_gram(m, a, t) * torch.bmm(g.mT, g)).sum((1, 2))
+            gb = g.sum(2) if bias else None
+            if gb is not None:
+                sq = sq + gb.square().sum(1)
+
+            def finish1d(c: torch.Tensor) -> dict[str, torch.Tensor]:
+                out = {"weight": _conv_weight(m, a, g * c[:, None, None])}
+                if gb is not None:
+                    out["bias"] = c @ gb
+                return out
+
+            return sq, finish1d
+    parts = [(_patches(m, a), g.mT) for a, g in padded]
+    sq, finish = _tokens(*_cat_tokens(parts), bias=bias)
 
     def finish_conv(c: torch.Tensor) -> dict[str, torch.Tensor]:
         out = finish(c)
