@@ -218,6 +218,22 @@ def test_mixed_ledger_composes(accountant):
     assert mixed <= epsilon(*a, 5e-6, accountant) + epsilon(*b, 5e-6, accountant)
 
 
+def test_pld_ledger_equals_the_accountant_exactly_epoch_after_epoch():
+    """flatpriv builds each (σ, q) release's PLD once and reuses it for every later ε: each answer must be the
+    accountant's own, to the last bit, for a growing ledger and a mixed one."""
+    ledger = Ledger()
+    for epoch in range(1, 5):
+        ledger.record(1.15, 0.0256, 39)
+        acc = pld.PLDAccountant(NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-3)
+        acc.compose(dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(0.0256, dpa.GaussianDpEvent(1.15)), 39 * epoch))
+        assert epsilon_from_ledger(ledger, 1e-5) == acc.get_epsilon(1e-5)
+    ledger.record(2.0, 0.1, 10)
+    ledger.record(1.15, 0.0256, 5)
+    acc = pld.PLDAccountant(NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-3)
+    acc.compose(ledger.dp_event())
+    assert epsilon_from_ledger(ledger, 1e-6) == acc.get_epsilon(1e-6)
+
+
 def test_empty_ledger_and_zero_steps_give_zero():
     for accountant in ACCOUNTANTS:
         assert epsilon_from_ledger(Ledger(), 1e-5, accountant) == 0.0
