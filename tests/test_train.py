@@ -93,6 +93,10 @@ def test_cli_train_writes_the_promised_files(tmp_path, capsys, data):
     assert prov["versions"]["torch"] == torch.__version__ and prov["command_line"]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2] and all("test_accuracy" in m for m in lines)
+    # the steps' own time (what a bare training loop times) is part of the run's, and grows epoch by epoch
+    steps_time = [m["train_seconds"] for m in lines]
+    assert 0 < steps_time[0] < steps_time[1] <= lines[1]["wall_seconds"]
+    assert summary["train_seconds"] == round(steps_time[1], 3) <= summary["wall_seconds"]
     weights = torch.load(run / "model.pt", weights_only=True)
     assert weights and all(torch.isfinite(v).all() for v in weights.values())
     labels = np.load(run / "arrays" / "train_labels.npy")

@@ -223,9 +223,11 @@ def _check_size(cfg: ModelConfig, build: Callable[[], nn.Module]) -> None:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The model's outputs on ``x`` in evaluation mode, ``batch_size`` rows at a time (training mode restored)."""
+    """The model's outputs on ``x`` in evaluation mode, ``batch_size`` rows at a time (training mode restored),
+    without autograd: no graph is kept for the whole data set."""
     model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    with torch.no_grad():
+        out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train()
     return out
 
