@@ -19,6 +19,12 @@ def _fused(tree: Tree) -> bool:
     return leaf is not None and not _wrapped(leaf)
 
 
+def on_host(tree: Tree) -> bool:
+    """Plain CPU tensors (not inside a torch.func transform): a scalar read from them costs no device sync."""
+    leaf = next(iter(tree.values()), None)
+    return leaf is not None and not _wrapped(leaf) and leaf.device.type == "cpu"
+
+
 def zeros_like(tree: Tree) -> Tree:
     return {k: torch.zeros_like(v) for k, v in tree.items()}
 

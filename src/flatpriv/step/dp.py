@@ -30,6 +30,7 @@ from ..tree import Tree
 from .ascent import Ascent
 from .oracles import Oracle
 from .pipelines import Pipeline
+from .transforms import perturb
 
 State = Any
 ClipFn = Callable[[Tree, torch.Tensor, torch.Tensor], tuple[Tree, torch.Tensor]]  # (Σ clip_C ∇ℓ_i, mean loss)
@@ -77,13 +78,12 @@ def dp_pipeline(clip: ClipFn, asc: Ascent | None) -> DPPipeline:
         dir_state, previous = state
         if asc.source == "current":
             g_asc, loss = release(params, 0)
-            eps, dir_state = asc.direction.update(g_asc, dir_state, params)
-            g, _ = release(T.add(params, eps), 1)
+            point, dir_state = perturb(asc.direction, g_asc, dir_state, params)
+            g, _ = release(point, 1)
             return g, (dir_state, None), loss
         point = params
         if previous is not None:
-            eps, dir_state = asc.direction.update(previous, dir_state, params)
-            point = T.add(params, eps)
+            point, dir_state = perturb(asc.direction, previous, dir_state, params)
         g, loss = release(point, 0)
         return g, (dir_state, T.detach(g)), loss
 

@@ -16,6 +16,7 @@ from .. import tree as T
 from ..tree import Tree
 from . import ascent as sharpness
 from .oracles import Oracle
+from .transforms import perturb
 
 State = Any
 GradFn = Callable[[Tree, State, torch.Tensor, torch.Tensor], tuple[Tree, State, torch.Tensor]]
@@ -48,8 +49,8 @@ def ascent(oracle: Oracle, asc: sharpness.Ascent) -> Pipeline:
 
     def grad(params: Tree, state: State, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, State, torch.Tensor]:
         g, loss = oracle(params, x, y)
-        eps, state = asc.direction.update(g, state, params)
-        g_adv, _ = oracle(T.add(params, eps), x, y)
+        point, state = perturb(asc.direction, g, state, params)
+        g_adv, _ = oracle(point, x, y)
         return g_adv, state, loss
 
     return Pipeline(asc.direction.init, grad)
@@ -64,8 +65,8 @@ def sharpreg(oracle: Oracle, rho: float, lam: float) -> Pipeline:
 
     def grad(params: Tree, state: State, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, State, torch.Tensor]:
         g, loss = oracle(params, x, y)
-        eps, state = direction.update(g, state, params)
-        g_adv, _ = oracle(T.add(params, eps), x, y)
+        point, state = perturb(direction, g, state, params)
+        g_adv, _ = oracle(point, x, y)
         return T.add(T.scale(g, 1.0 + lam), g_adv, alpha=-lam), state, loss
 
     return Pipeline(direction.init, grad)

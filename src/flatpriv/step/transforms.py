@@ -28,6 +28,9 @@ class Transform(NamedTuple):
 
     init: Callable[[Tree], State]
     update: Callable[[Tree, State, Tree], tuple[Tree, State]]
+    # ``point(g, state, params) -> (params + update(g), state)`` in fewer passes, for the transforms that have
+    # such a form (``normalize``, and a ``chain`` ending in one); :func:`perturb` falls back to update-then-add
+    point: Callable[[Tree, State, Tree], tuple[Tree, State]] | None = None
 
 
 def identity() -> Transform:
@@ -40,16 +43,32 @@ def chain(*transforms: Transform) -> Transform:
     def init(params: Tree) -> State:
         return tuple(t.init(params) for t in transforms)
 
-    def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+    def run(g: Tree, state: State, params: Tree, last_point: bool) -> tuple[Tree, State]:
         if len(state) != len(transforms):
             raise ValueError(f"chain of {len(transforms)} transforms given {len(state)} states; use its init")
         new_states = []
-        for t, s in zip(transforms, state):
-            g, s = t.update(g, s, params)
+        for i, (t, s) in enumerate(zip(transforms, state)):
+            fused = last_point and i == len(transforms) - 1 and t.point is not None
+            g, s = t.point(g, s, params) if fused else t.update(g, s, params)  # type: ignore[misc]
             new_states.append(s)
         return g, tuple(new_states)
 
-    return Transform(init, update)
+    def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        return run(g, state, params, False)
+
+    def point(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        return run(g, state, params, True)
+
+    return Transform(init, update, point if transforms and transforms[-1].point is not None else None)
+
+
+def perturb(direction: Transform, g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+    """The SAM family's perturbed point w + ε, ε = ``direction(g)``: one fused pass over the weights when the
+    direction ends in ``normalize`` (w + (ρ/‖g‖)·g), otherwise ε and then w + ε."""
+    if direction.point is not None:
+        return direction.point(g, state, params)
+    eps, state = direction.update(g, state, params)
+    return T.add(params, eps), state
 
 
 def normalize(eps: float = 1e-12, radius: float = 1.0) -> Transform:
@@ -61,7 +80,12 @@ def normalize(eps: float = 1e-12, radius: float = 1.0) -> Transform:
     def update(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
         return T.scale(g, radius / (T.norm(g) + eps)), state
 
-    return Transform(lambda params: (), update)
+    def point(g: Tree, state: State, params: Tree) -> tuple[Tree, State]:
+        if T.on_host(g) and T.on_host(params):  # the factor as a float: one pass w + r·g, and no device sync
+            return T.add(params, g, alpha=radius / (float(T.norm(g)) + eps)), state
+        return T.add(params, update(g, state, params)[0]), state
+
+    return Transform(lambda params: (), update, point)
 
 
 def scale(c: float) -> Transform:

@@ -16,13 +16,15 @@ from .. import tree as T
 from ..tree import Tree
 from .oracles import Oracle
 from .pipelines import Pipeline, State
+from .transforms import normalize, perturb
 
 EPS = 1e-12
 GV_EPS = 1e-8  # LookSAM's ‖g_v‖ + 1e-8 per tensor, as pytorch-optimizer 4.1.0 adds it (a bias's g_v can be tiny)
 
 
-def _sam_eps(g: Tree, rho: float | torch.Tensor) -> Tree:
-    return T.scale(g, rho / (T.norm(g) + EPS))
+def _sam_point(params: Tree, g: Tree, rho: float) -> Tree:
+    """w + ρ g/(‖g‖ + 1e-12): SAM's perturbed point, computed as SAM's own row computes it."""
+    return perturb(normalize(EPS, rho), g, (), params)[0]
 
 
 def _minus_proj(a: Tree, b: Tree) -> Tree:
@@ -51,7 +53,7 @@ def gsam(oracle: Oracle, rho_at: Callable[[int], float], alpha: float) -> Pipeli
 
     def grad(params: Tree, t: State, x: torch.Tensor, y: torch.Tensor) -> tuple[Tree, State, torch.Tensor]:
         g, loss = oracle(params, x, y)
-        g_p, _ = oracle(T.add(params, _sam_eps(g, rho_at(t))), x, y)
+        g_p, _ = oracle(_sam_point(params, g, rho_at(t)), x, y)
         return T.add(g_p, _minus_proj(g, g_p), alpha=-alpha), t + 1, loss
 
     return Pipeline(lambda params: 0, grad)
@@ -71,7 +73,7 @@ def looksam(oracle: Oracle, rho: float, k: int, alpha: float, layerwise: bool = 
         t, g_v = state
         g, loss = oracle(params, x, y)
         if t % k == 0 or g_v is None:
-            g_s, _ = oracle(T.add(params, _sam_eps(g, rho)), x, y)
+            g_s, _ = oracle(_sam_point(params, g, rho), x, y)
             g_v = _minus_proj_leaves(g_s, g) if layerwise else _minus_proj(g_s, g)
             return g_s, (t + 1, g_v), loss
         if layerwise:
