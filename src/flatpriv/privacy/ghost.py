@@ -52,8 +52,8 @@ def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor,
     if t == 1:  # ‖G_i‖² = ‖a_i‖²‖g_i‖², and the bias adds ‖g_i‖²
         a1, g1 = a[:, 0], g[:, 0]
         # one fused kernel per norm (vector_norm), not a squared copy and a sum: profiled, docs/benchmarks.md
-        gg = torch.linalg.vector_norm(g1, dim=1).square_()
-        aa = torch.linalg.vector_norm(a1, dim=1).square_()
+        gg = torch.linalg.vector_norm(g1, dim=1).square()
+        aa = torch.linalg.vector_norm(a1, dim=1).square()
         sq = gg * (aa + 1.0) if bias else gg * aa
 
         def finish1(c: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -73,7 +73,7 @@ def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor,
         # [T, 32]ᵀ @ [T, 5] of the same product (a conv on one input channel; docs/benchmarks.md)
         wide_out = o >= k
         per_example = (torch.bmm(a.mT, g) if wide_out else torch.bmm(g.mT, a)).reshape(batch, o * k)
-        sq = torch.linalg.vector_norm(per_example, dim=1).square_()
+        sq = torch.linalg.vector_norm(per_example, dim=1).square()
 
         def weight(c: torch.Tensor) -> torch.Tensor:
             return (c @ per_example).view(k, o).T.contiguous() if wide_out else (c @ per_example).view(o, k)
