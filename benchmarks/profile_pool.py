@@ -2,7 +2,9 @@
 final evaluation), after one untimed warm-up pool of the same shape.
 
 Prints the profiler's table of operators by self CPU time (the top ``--rows``), then one JSON object with the
-total self CPU time and each of those operators' share of it.
+total self CPU time, each of those operators' share of it, and the bound the matmuls set: the pool's FLOPs
+(FlopCounterMode, all of them matmuls) over the matmul operators' own time is the fraction of the ``bmm`` peak
+(:mod:`limits`, the same shapes as ``benchmarks/pool.py``) the pool would reach if everything else took no time.
 Usage: python benchmarks/profile_pool.py [--models 64] [--epochs 1] [--rows 15] [--set model.width=256]
 """
 
@@ -11,11 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from limits import count_flops
+from pool import _largest_matmul
 from torch.profiler import ProfilerActivity, profile
 
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.pools import make_keep, train_models
+
+MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm")
 
 
 def main() -> None:
@@ -37,7 +43,21 @@ def main() -> None:
     total = sum(e.self_cpu_time_total for e in events)
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[: a.rows]
     share = {e.key: {"self_ms": round(e.self_cpu_time_total / 1e3, 2), "calls": e.count} for e in top}
-    print(json.dumps({"models": a.models, "epochs": a.epochs, "self_cpu_ms": round(total / 1e3, 1), "top": share}))
+    matmul_s = sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / 1e6
+    flops = count_flops(lambda: train_models(cfg, data, keep, seeds))
+    peak = _largest_matmul(cfg, a.models, cfg.train.device)
+    out = {
+        "models": a.models,
+        "epochs": a.epochs,
+        "self_cpu_ms": round(total / 1e3, 1),
+        "top": share,
+        "matmul_share": round(matmul_s / (total / 1e6), 3),
+        "flops": flops,
+        "matmul_flop_per_s": flops / matmul_s,
+        "matmul_peak": peak,
+        "matmul_fraction_of_peak": round(flops / matmul_s / peak["flop_per_s"], 3),  # the pool's ceiling
+    }
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

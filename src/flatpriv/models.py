@@ -193,12 +193,17 @@ def _check(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
         )
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build the model named by ``cfg.name`` for per-example inputs of ``input_shape`` (no batch dim)."""
-    _check(cfg, input_shape, num_classes)
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, checked: bool = False) -> nn.Module:
+    """Build the model named by ``cfg.name`` for per-example inputs of ``input_shape`` (no batch dim).
+
+    ``checked``: the same arguments were already checked (a pool's models after its first), so the size check,
+    which builds the model once more on the meta device, is skipped."""
+    if not checked:
+        _check(cfg, input_shape, num_classes)
     shape = tuple(int(s) for s in input_shape)
     cls = {"mlp": MLP, "cnn1d": CNN1d, "cnn2d": CNN2d, "resnet": ResNet}[cfg.name]
-    _check_size(cfg, lambda: cls(cfg, shape, int(num_classes)))
+    if not checked:
+        _check_size(cfg, lambda: cls(cfg, shape, int(num_classes)))
     return cls(cfg, shape, int(num_classes))
 
 
