@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from flatpriv.config import ModelConfig
 from flatpriv.models import build_model
-from flatpriv.privacy import ghost
+from flatpriv.privacy import ghost_rules
 from flatpriv.privacy.clipping import FlatprivWarning, clipped_grad, supports_ghost
 from flatpriv.privacy.ghost import unsupported_parts
 from flatpriv.step.oracles import mean_grad
@@ -254,7 +254,7 @@ def test_both_methods_match_naive_loop(name: str, n: int) -> None:
 @pytest.mark.parametrize("ghost_norm", [True, False])
 def test_ghost_norm_and_materialised_branches(name: str, ghost_norm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Force each layer's choice between the T×T ghost Gram and materialised per-example weight gradients."""
-    monkeypatch.setattr(ghost, "_ghost_cheaper", lambda *shape: ghost_norm)
+    monkeypatch.setattr(ghost_rules, "_ghost_cheaper", lambda *shape: ghost_norm)
     check_against_loop(name, 24, methods=("ghost",))
 
 
