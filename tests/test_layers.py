@@ -47,6 +47,7 @@ LAYERS: dict[str, set[str]] = {
 TORCH_FREE = [
     "flatpriv.privacy",
     "flatpriv.privacy.accounting",
+    "flatpriv.privacy.pld",
     "flatpriv.privacy.audit",
     "flatpriv.attacks",
     "flatpriv.memorization",

@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 from scipy.optimize import brentq
 
 from ..errors import FlatprivError
+from .pld import PLD_DISCRETIZATION, pld_epsilon
 
 if TYPE_CHECKING:
     import dp_accounting
 
 ACCOUNTANTS = ("pld", "rdp")
 NEIGHBOURING = "add/remove-one"
-PLD_DISCRETIZATION = 1e-3
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512, 1024])
 MAX_NOISE_MULTIPLIER = 1e4  # calibration's upper bracket
 # Below this σ the PLD grid grows without bound (minutes at σ = 0.05, and ε is in the hundreds there anyway):
@@ -181,32 +181,6 @@ def _make_accountant(accountant: str) -> dp_accounting.PrivacyAccountant:
     return rdp.RdpAccountant(list(RDP_ORDERS), NeighboringRelation.ADD_OR_REMOVE_ONE)
 
 
-@lru_cache(maxsize=64)
-def _subsampled_gaussian(noise_multiplier: float, sample_rate: float) -> Any:
-    """The PLD of one Poisson-subsampled Gaussian release, built as ``PLDAccountant`` builds it, once per (σ, q):
-    building it is two thirds of an ε (a run asks for ε after every epoch, with the same σ and q each time)."""
-    from dp_accounting import NeighboringRelation
-    from dp_accounting.pld import privacy_loss_distribution as pld
-
-    return pld.from_gaussian_mechanism(
-        standard_deviation=noise_multiplier,
-        value_discretization_interval=PLD_DISCRETIZATION,
-        sampling_prob=sample_rate,
-        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-    )
-
-
-def _pld_epsilon(entries: tuple[Release, ...], delta: float) -> float:
-    """``PLDAccountant``'s ε of the ledger, step for step: the identity, composed with each entry's release
-    self-composed ``count`` times, in ledger order (a test holds it equal to the accountant)."""
-    from dp_accounting.pld import privacy_loss_distribution as pld
-
-    dist = pld.identity(value_discretization_interval=PLD_DISCRETIZATION)
-    for e in entries:
-        dist = dist.compose(_subsampled_gaussian(e.noise_multiplier, e.sample_rate).self_compose(e.count))
-    return float(dist.get_epsilon_for_delta(delta))
-
-
 @lru_cache(maxsize=1024)
 def _epsilon_cached(entries: tuple[Release, ...], delta: float, accountant: str) -> float:
     ledger = Ledger(list(entries))
@@ -217,7 +191,7 @@ def _epsilon_cached(entries: tuple[Release, ...], delta: float, accountant: str)
     for e in entries:
         check_accountable(e.noise_multiplier, accountant)
     if accountant == "pld":
-        return max(_pld_epsilon(entries, delta), 0.0)
+        return max(pld_epsilon([(e.noise_multiplier, e.sample_rate, e.count) for e in entries], delta), 0.0)
     acc = _make_accountant(accountant)
     # RDP at small σ logs (via absl) every fractional order whose series does not converge; that order is then
     # left out of the minimum over orders, which can only make ε larger (still a valid bound), so keep it quiet.
