@@ -1,0 +1,35 @@
+"""Keep freed memory in the process for reuse: glibc's ``mallopt`` set once, at the command line's start.
+
+With glibc's defaults a freed block of a few MiB goes back to the operating system (an ``mmap``'d block, or the
+heap's top trimmed), so the next step's tensor of the same size is fresh memory, and every page of it faults on
+first touch. A pool of 64 MLPs allocates such blocks (its [64, 128, 256] activations are 8 MiB) in every step;
+on the development machine, keeping them made the pool 15-30 % faster (docs/benchmarks.md). The settings: blocks
+under 64 MiB come from the heap, and up to 1 GiB of free memory at its top is kept (256 MiB padding per growth).
+Freed memory is still reused inside the process; it is returned only when the process ends.
+
+Imports: nothing of flatpriv (the benchmarks call it too). Linux with glibc only; elsewhere, with
+``FLATPRIV_KEEP_FREED_MEMORY=0``, or when any ``MALLOC_*`` variable is set (the user's own allocator settings
+win), nothing is changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's <malloc.h>
+SETTINGS = ((_M_MMAP_THRESHOLD, 64 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 256 << 20))
+
+
+def keep_freed_memory() -> bool:
+    """Apply :data:`SETTINGS` through ``mallopt``; True when every setting was taken."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if os.environ.get("FLATPRIV_KEEP_FREED_MEMORY") == "0" or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(param, value) == 1 for param, value in SETTINGS)
