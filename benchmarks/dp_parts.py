@@ -10,11 +10,16 @@ load drift hits all alike (medians over the timed rounds):
 - clip_oracle: the whole clipped-gradient oracle (norms, clip factors, clipped sum) at the model's own weights;
 - clip_oracle_at_w_plus_eps: the same at another tree (DP-SAT's point), through ``tree.Evaluator``;
 - noise: the Gaussian draw z ~ N(0, I) of every parameter (``privacy.sampling.standard_normal``);
+- uniform_draw: as many U(0, 1) numbers from the same generator (``torch.rand``), the generator's own cost, under
+  which no Gaussian draw from it can go;
 - privatize: (Σ + σC z)/(qN);
 - optimizer: SGD with momentum and weight decay, as ``step.optim.make_optimizer`` builds it;
-- dpsat_direction, dpsat_point: DP-SAT's ε = ρ g̃/‖g̃‖ and w + ε;
+- dpsat_direction, dpsat_point: DP-SAT's ε = ρ g̃/‖g̃‖ and w + ε as two passes; dpsat_fused_point: w + ε as the
+  DP-SAT step computes it (``step.transforms.perturb``: one pass w + (ρ/‖g̃‖)·g̃);
 - functional_call, evaluator: a forward at another tree through ``torch.func.functional_call`` and through
-  ``tree.Evaluator``.
+  ``tree.Evaluator``;
+- norms:LAYER and clipped_sum:LAYER: each layer's ghost rule (``privacy.ghost_rules``) on the (input, output
+  gradient) the layer recorded in one step, its per-example squared norms and then its part of Σ c_i ∇ℓ_i.
 
 Prints one JSON object with the medians (ms) and the sums they imply for an SGD and a DP-SGD step.
 Usage: python benchmarks/dp_parts.py [--model mlp|cnn1d] [--rounds 400] [--batch-size 256] [--device cpu|cuda]
@@ -28,6 +33,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from step_time import MODELS
 from torch.func import functional_call
 
@@ -41,7 +47,20 @@ from flatpriv.privacy.privatizer import privatize
 from flatpriv.privacy.sampling import make_generator, standard_normal
 from flatpriv.step.optim import make_optimizer
 from flatpriv.step.oracles import mean_grad
-from flatpriv.step.transforms import normalize
+from flatpriv.step.transforms import normalize, perturb
+
+
+def _recorded_calls(model: torch.nn.Module, layers: list, x: torch.Tensor, y: torch.Tensor) -> list:
+    """(layer name, module, rule, [(input, output gradient)]) for every ghost layer, from one forward/backward."""
+    seen: dict[str, tuple] = {}
+    handles = [
+        m.register_forward_hook(lambda _m, i, o, p=p: seen.__setitem__(p, (i[0].detach(), o))) for p, m, _ in layers
+    ]
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    for h in handles:
+        h.remove()
+    grads = torch.autograd.grad(loss, [seen[p][1] for p, _, _ in layers])
+    return [(p.rstrip(".") or "model", m, r, [(seen[p][0], gr)]) for (p, m, r), gr in zip(layers, grads)]
 
 
 def parts(model_name: str, batch: int, device: str) -> dict:
@@ -60,6 +79,7 @@ def parts(model_name: str, batch: int, device: str) -> dict:
     eps, _ = direction.update(g, (), own)
     point = T.add(own, eps)
     evaluator = T.Evaluator(model)
+    count = sum(p.numel() for p in own.values())
 
     def forward() -> None:
         with torch.no_grad():
@@ -77,7 +97,12 @@ def parts(model_name: str, batch: int, device: str) -> dict:
         with torch.no_grad():
             call()
 
-    return {
+    rules = {}
+    for name, m, rule, calls in _recorded_calls(model, layers, x, y):
+        _, finish = rule(m, calls, batch)
+        rules[f"norms:{name}"] = lambda m=m, rule=rule, calls=calls: rule(m, calls, batch)
+        rules[f"clipped_sum:{name}"] = lambda finish=finish: finish(c)
+    return rules | {
         "forward": forward,
         "sgd_gradient": lambda: oracle(own, x, y),
         "ghost_norms": lambda: ghost_norms(model, layers, own, x, y, True),
@@ -85,10 +110,12 @@ def parts(model_name: str, batch: int, device: str) -> dict:
         "clip_oracle": lambda: clip(own, x, y),
         "clip_oracle_at_w_plus_eps": lambda: clip(point, x, y),
         "noise": lambda: standard_normal(own, gen),
+        "uniform_draw": lambda: torch.rand(count, generator=gen, device=device),
         "privatize": lambda: privatize(g, g, 1.0, float(batch)),
         "optimizer": step_optimizer,
         "dpsat_direction": lambda: direction.update(g, (), own),
         "dpsat_point": lambda: T.add(own, eps),
+        "dpsat_fused_point": lambda: perturb(direction, g, (), own),
         "functional_call": lambda: at(lambda: functional_call(model, point, (x,))),
         "evaluator": lambda: at(lambda: evaluator(point, x)),
     }
@@ -128,7 +155,15 @@ def main() -> None:
         "dpsgd_step_parts_ms": round(dpsgd, 4),
         "dpsgd_over_sgd_from_parts": round(dpsgd / sgd, 3),
         "sgd_plus_noise_over_sgd": round(floor / sgd, 3),
-        "dpsat_extra_over_dpsgd": round((ms["dpsat_direction"] + ms["dpsat_point"]) / dpsgd, 3),
+        "ghost_rules_ms": {
+            "norms": round(sum(v for k, v in ms.items() if k.startswith("norms:")), 4),
+            "clipped_sum": round(sum(v for k, v in ms.items() if k.startswith("clipped_sum:")), 4),
+        },
+        "sgd_plus_uniform_draw_over_sgd": round((sgd + ms["uniform_draw"]) / sgd, 3),
+        # what DP-SAT's step adds to DP-SGD's: the fused point, and the oracle at a tree that is not the model's own
+        "dpsat_extra_over_dpsgd": round(
+            (ms["dpsat_fused_point"] + ms["clip_oracle_at_w_plus_eps"] - ms["clip_oracle"]) / dpsgd, 3
+        ),
     }
     print(json.dumps(out))
 

@@ -21,6 +21,7 @@ import json
 import statistics
 import tempfile
 
+from flatpriv.cli.allocator import keep_freed_memory
 from flatpriv.config_io import resolve
 from flatpriv.studies.opacus_reference import opacus_dpsgd
 from flatpriv.train import train
@@ -41,12 +42,20 @@ def _stats(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--allocator",
+        default="keep",
+        choices=["keep", "default"],
+        help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
+        "default: glibc's defaults",
+    )
     ap.add_argument("--model", default="mlp", choices=["mlp", "cnn1d"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--mode", default="both", choices=["hooks", "ghost", "both"])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
+    kept = keep_freed_memory() if a.allocator == "keep" else False
     over = ["model.name=mlp", "model.width=256", "model.depth=2"] if a.model == "mlp" else []
     over += [f"train.epochs={a.epochs}", f"train.device={a.device}"]
     modes = ["hooks", "ghost"] if a.mode == "both" else [a.mode]
@@ -71,7 +80,13 @@ def main() -> None:
             )
             for m in modes:
                 out[f"opacus_{m}"].append(opacus_dpsgd(cfg, s["noise_multiplier"], seed, m, device=a.device))
-    result = {"model": a.model, "epochs": a.epochs, "device": a.device, **{k: _stats(v) for k, v in out.items()}}
+    result = {
+        "model": a.model,
+        "allocator_kept_freed_memory": kept,
+        "epochs": a.epochs,
+        "device": a.device,
+        **{k: _stats(v) for k, v in out.items()},
+    }
     for m in modes:
         theirs = result[f"opacus_{m}"]["wall_seconds_mean"]  # their training loop
         result[f"opacus_{m}_over_flatpriv_training"] = theirs / result["flatpriv"]["train_seconds_mean"]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from limits import count_flops, matmul_peak, peak_memory
 
+from flatpriv.cli.allocator import keep_freed_memory
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.memorization.curvature import input_curvature
@@ -70,6 +71,13 @@ def sequential(overrides: list[str], keep: np.ndarray, seeds: list[int]) -> None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--allocator",
+        default="keep",
+        choices=["keep", "default"],
+        help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
+        "default: glibc's defaults",
+    )
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--algorithm", default="sgd")
@@ -84,6 +92,7 @@ def main() -> None:
         help="config overrides for both sides, e.g. model.width=32",
     )
     a = ap.parse_args()
+    kept = keep_freed_memory() if a.allocator == "keep" else False
     overrides = [f"train.epochs={a.epochs}", f"algorithm={a.algorithm}", f"train.device={a.device}", *a.overrides]
     cfg, _ = resolve(overrides=overrides)
     data = load_data(cfg.data, a.device)
@@ -125,6 +134,7 @@ def main() -> None:
             {
                 "models": a.models,
                 "epochs": a.epochs,
+                "allocator_kept_freed_memory": kept,
                 "algorithm": a.algorithm,
                 "overrides": a.overrides,
                 "model": f"{cfg.model.name} {cfg.model.depth}x{cfg.model.width}",
