@@ -34,6 +34,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from limits import add_allocator_flag, apply_allocator
 from step_time import MODELS
 from torch.func import functional_call
 
@@ -123,12 +124,14 @@ def parts(model_name: str, batch: int, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_allocator_flag(ap)
     ap.add_argument("--model", default="mlp", choices=list(MODELS))
     ap.add_argument("--rounds", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
+    kept = apply_allocator(a)
     fns = parts(a.model, a.batch_size, a.device)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -150,6 +153,7 @@ def main() -> None:
         "device": a.device,
         "batch_size": a.batch_size,
         "threads": torch.get_num_threads(),
+        "allocator_kept_freed_memory": kept,
         "median_ms": ms,
         "sgd_step_parts_ms": round(sgd, 4),
         "dpsgd_step_parts_ms": round(dpsgd, 4),

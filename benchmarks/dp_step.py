@@ -17,7 +17,7 @@ import statistics
 import warnings
 
 import torch
-from limits import count_flops, matmul_peak
+from limits import add_allocator_flag, apply_allocator, count_flops, matmul_peak
 from step_time import MODELS, _time_interleaved
 
 from flatpriv.config import DataConfig, config_from_dict
@@ -90,11 +90,13 @@ def opacus_step(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_allocator_flag(ap)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    kept = apply_allocator(a)
     warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook).*")
     device = torch.device(a.device)
     data = load_data(DataConfig(name="mnist1d"), device)
@@ -115,6 +117,7 @@ def main() -> None:
         "torch": torch.__version__,
         "opacus": opacus_version,
         "threads": torch.get_num_threads(),
+        "allocator_kept_freed_memory": kept,
         "models": {},
     }
     for mname, mcfg in MODELS.items():

@@ -8,10 +8,13 @@ shapes that dominate it, and peak memory.
   reaches on exactly the products that dominate the work, the ceiling a pool or a DP step can approach.
 - :func:`peak_memory` runs a callable in a fresh spawned process and returns its peak resident set (and on a GPU
   the CUDA allocator's maximum), so each variant is measured alone.
+- :func:`add_allocator_flag` / :func:`apply_allocator`: every benchmark's ``--allocator keep|default``; ``keep``
+  (the default) sets glibc's allocator as the ``flatpriv`` command does (``flatpriv.cli.allocator``).
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import resource
 import statistics
@@ -21,6 +24,23 @@ from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from flatpriv.cli.allocator import keep_freed_memory
+
+
+def add_allocator_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--allocator",
+        default="keep",
+        choices=["keep", "default"],
+        help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
+        "default: glibc's defaults",
+    )
+
+
+def apply_allocator(a: argparse.Namespace) -> bool:
+    """Apply ``--allocator``; True when glibc took the settings (the JSON's ``allocator_kept_freed_memory``)."""
+    return keep_freed_memory() if a.allocator == "keep" else False
 
 
 def _sync(device: torch.device | str) -> None:
@@ -60,7 +80,9 @@ def matmul_peak(
     }
 
 
-def _child(fn: Callable[[], Any], queue: Any) -> None:
+def _child(fn: Callable[[], Any], queue: Any, keep: bool) -> None:
+    if keep:
+        keep_freed_memory()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     fn()
@@ -70,12 +92,13 @@ def _child(fn: Callable[[], Any], queue: Any) -> None:
     )
 
 
-def peak_memory(fn: Callable[[], Any]) -> dict[str, float | None]:
+def peak_memory(fn: Callable[[], Any], keep: bool = False) -> dict[str, float | None]:
     """Peak RSS (MiB) of a fresh process that runs ``fn`` (a picklable, module-level callable), and on a GPU the
-    CUDA allocator's maximum; the process's own start-up (Python, torch) is included in the RSS."""
+    CUDA allocator's maximum; the process's own start-up (Python, torch) is included in the RSS. ``keep``: the
+    process first sets the allocator as ``--allocator keep`` does (freed memory kept counts in its RSS)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, queue))
+    proc = ctx.Process(target=_child, args=(fn, queue, keep))
     proc.start()
     proc.join()
     if proc.exitcode != 0:

@@ -21,7 +21,8 @@ import json
 import statistics
 import tempfile
 
-from flatpriv.cli.allocator import keep_freed_memory
+from limits import add_allocator_flag, apply_allocator
+
 from flatpriv.config_io import resolve
 from flatpriv.studies.opacus_reference import opacus_dpsgd
 from flatpriv.train import train
@@ -42,20 +43,14 @@ def _stats(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--allocator",
-        default="keep",
-        choices=["keep", "default"],
-        help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
-        "default: glibc's defaults",
-    )
+    add_allocator_flag(ap)
     ap.add_argument("--model", default="mlp", choices=["mlp", "cnn1d"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--mode", default="both", choices=["hooks", "ghost", "both"])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
-    kept = keep_freed_memory() if a.allocator == "keep" else False
+    kept = apply_allocator(a)
     over = ["model.name=mlp", "model.width=256", "model.depth=2"] if a.model == "mlp" else []
     over += [f"train.epochs={a.epochs}", f"train.device={a.device}"]
     modes = ["hooks", "ghost"] if a.mode == "both" else [a.mode]

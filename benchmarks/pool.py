@@ -22,9 +22,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from limits import count_flops, matmul_peak, peak_memory
+from limits import add_allocator_flag, apply_allocator, count_flops, matmul_peak, peak_memory
 
-from flatpriv.cli.allocator import keep_freed_memory
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.memorization.curvature import input_curvature
@@ -71,13 +70,7 @@ def sequential(overrides: list[str], keep: np.ndarray, seeds: list[int]) -> None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--allocator",
-        default="keep",
-        choices=["keep", "default"],
-        help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
-        "default: glibc's defaults",
-    )
+    add_allocator_flag(ap)
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--algorithm", default="sgd")
@@ -92,7 +85,7 @@ def main() -> None:
         help="config overrides for both sides, e.g. model.width=32",
     )
     a = ap.parse_args()
-    kept = keep_freed_memory() if a.allocator == "keep" else False
+    kept = apply_allocator(a)
     overrides = [f"train.epochs={a.epochs}", f"algorithm={a.algorithm}", f"train.device={a.device}", *a.overrides]
     cfg, _ = resolve(overrides=overrides)
     data = load_data(cfg.data, a.device)
@@ -114,9 +107,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             dp = ["algorithm=dpsgd", "privacy.noise_multiplier=1.0", "optim.schedule=constant"]
             memory = {
-                "single_sgd": peak_memory(functools.partial(_single, overrides, tmp)),
-                "single_dpsgd": peak_memory(functools.partial(_single, [*overrides, *dp], tmp)),
-                f"pool_{a.models}": peak_memory(functools.partial(_pool, overrides, a.models)),
+                "single_sgd": peak_memory(functools.partial(_single, overrides, tmp), kept),
+                "single_dpsgd": peak_memory(functools.partial(_single, [*overrides, *dp], tmp), kept),
+                f"pool_{a.models}": peak_memory(functools.partial(_pool, overrides, a.models), kept),
             }
 
     s = prepare(cfg)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from limits import count_flops
+from limits import add_allocator_flag, apply_allocator, count_flops
 from pool import _largest_matmul
 from torch.profiler import ProfilerActivity, profile
 
-from flatpriv.cli.allocator import keep_freed_memory
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
 from flatpriv.pools import make_keep, train_models
@@ -27,19 +26,13 @@ MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbm
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--allocator",
-        default="keep",
-        choices=["keep", "default"],
-        help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
-        "default: glibc's defaults",
-    )
+    add_allocator_flag(ap)
     ap.add_argument("--models", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--rows", type=int, default=15)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
-    kept = keep_freed_memory() if a.allocator == "keep" else False
+    kept = apply_allocator(a)
     cfg = resolve(overrides=[f"train.epochs={a.epochs}", *a.overrides])[0]
     data = load_data(cfg.data, cfg.train.device)
     keep = make_keep(a.models, len(data.y_train), 0.5, 0)
