@@ -87,9 +87,17 @@ def _child(fn: Callable[[], Any], queue: Any, keep: bool) -> None:
         torch.cuda.reset_peak_memory_stats()
     fn()
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    queue.put(
-        {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cuda_max_allocated_mib": cuda}
-    )
+    queue.put({"peak_rss_mib": _peak_rss_mib(), "cuda_max_allocated_mib": cuda})
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set. On Linux ``VmHWM`` of /proc/self/status: ``ru_maxrss`` survives
+    ``execve``, so in a spawned child it reports the parent's resident set at the fork when that was larger."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(fn: Callable[[], Any], keep: bool = False) -> dict[str, float | None]:
