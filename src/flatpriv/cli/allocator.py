@@ -3,10 +3,10 @@
 With glibc's defaults a freed block of a few MiB goes back to the operating system (an ``mmap``'d block, or the
 heap's top trimmed), so the next step's tensor of the same size is fresh memory, and every page of it faults on
 first touch. A pool of 64 MLPs allocates such blocks (its [64, 128, 256] activations are 8 MiB) in every step;
-keeping them is worth a few per cent of the pool's time on an idle machine and more on a loaded one, for a few
-MiB of peak memory (docs/benchmarks.md has the A/B runs). The settings: blocks under 64 MiB come from the heap,
-and up to 1 GiB of free memory at its top is kept (256 MiB padding per growth). Freed memory is still reused
-inside the process; what is kept is returned only when the process ends.
+keeping them made no measurable difference on an idle machine and the pool about 20 % faster on a loaded one,
+for a few MiB of peak memory (docs/benchmarks.md has the A/B runs). The settings: blocks under 64 MiB come from
+the heap, and up to 1 GiB of free memory at its top is kept (256 MiB padding per growth). Freed memory is still
+reused inside the process; what is kept is returned only when the process ends.
 
 Imports: nothing of flatpriv (the benchmarks call it too). Linux with glibc only; elsewhere, with
 ``FLATPRIV_KEEP_FREED_MEMORY=0``, or when any ``MALLOC_*`` variable is set (the user's own allocator settings
