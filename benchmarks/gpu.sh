@@ -26,6 +26,7 @@ run() {  # name, then the command; each benchmark prints one JSON object as its 
 }
 run step_time "$PY" step_time.py --device "$DEVICE" "${STEPS[@]}"
 run dp_step "$PY" dp_step.py --device "$DEVICE" "${STEPS[@]}"
+run dp_batch "$PY" dp_batch.py --device "$DEVICE" "${STEPS[@]}"
 run dp_parts_mlp "$PY" dp_parts.py --device "$DEVICE" --model mlp "${PARTS[@]}"
 run dp_parts_cnn1d "$PY" dp_parts.py --device "$DEVICE" --model cnn1d "${PARTS[@]}"
 run pool_mlp "$PY" pool.py --device "$DEVICE" --memory "${POOL[@]}"
