@@ -15,7 +15,7 @@ splits into a fixed part and a per-example part:
 The fixed part is what the step's extra kernels cost whatever the batch (their launches, the noise draw of every
 parameter, the clip factors, the privatization); the per-example part is the per-example norms and the clipped
 sum's work minus the weight gradient SGD computes and DP-SGD does not. A target of DP/SGD ≤ 1.3 needs the two
-shares together ≤ 0.3; each share alone above 0.3 rules the target out whatever happens to the other one.
+shares together ≤ 0.3; either share alone above 0.3 rules the target out unless the other turns negative.
 ``residual_ms`` says how far the medians lie from the line (the fit is a description, not a model).
 Prints one JSON object. Usage: python benchmarks/dp_batch.py [--model mlp|cnn1d|all]
 [--batch-sizes 32,64,128,192,256] [--steps 200] [--warmup 20] [--device cpu|cuda]
