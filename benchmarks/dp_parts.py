@@ -1,7 +1,8 @@
 """Where one DP step's time goes, part by part: the measured floor under DP-SGD/SGD and DP-SAT/DP-SGD.
 
 On one batch of MNIST-1D (expected batch 256), each part of a step is timed in turn, interleaved round by round so
-load drift hits all alike (medians over the timed rounds):
+load drift hits all alike, in a new random order every round (seeded), so that no part always runs on tensors
+the part before it left in cache (medians over the timed rounds):
 
 - forward: the model's forward pass alone (no graph);
 - sgd_gradient: the mean-gradient oracle SGD uses (forward, backward with weight gradients);
@@ -19,9 +20,13 @@ load drift hits all alike (medians over the timed rounds):
 - functional_call, evaluator: a forward at another tree through ``torch.func.functional_call`` and through
   ``tree.Evaluator``;
 - norms:LAYER and clipped_sum:LAYER: each layer's ghost rule (``privacy.ghost_rules``) on the (input, output
-  gradient) the layer recorded in one step, its per-example squared norms and then its part of Σ c_i ∇ℓ_i.
+  gradient) the layer recorded in one step, its per-example squared norms and then its part of Σ c_i ∇ℓ_i;
+- norm_alt:LAYER:METHOD: every other method for the same norms (:mod:`norm_floor`).
 
-Prints one JSON object with the medians (ms) and the sums they imply for an SGD and a DP-SGD step.
+Prints one JSON object with the medians (ms) and the sums they imply for an SGD and a DP-SGD step. The floor
+(``dpsgd_floor_over_sgd``) is what DP-SGD cannot do without on top of SGD's step: the per-example norms, each
+layer's by the fastest method timed (``norm_floor_ms``), and the generator's uniform draw; it counts the clipped
+sum as free (it takes the place of SGD's weight gradients) and the privatization as free.
 Usage: python benchmarks/dp_parts.py [--model mlp|cnn1d] [--rounds 400] [--batch-size 256] [--device cpu|cuda]
 """
 
@@ -29,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 from limits import add_allocator_flag, apply_allocator
+from norm_floor import alternatives
 from step_time import MODELS
 from torch.func import functional_call
 
@@ -103,6 +110,8 @@ def parts(model_name: str, batch: int, device: str) -> dict:
         _, finish = rule(m, calls, batch)
         rules[f"norms:{name}"] = lambda m=m, rule=rule, calls=calls: rule(m, calls, batch)
         rules[f"clipped_sum:{name}"] = lambda finish=finish: finish(c)
+        for method, fn in (alternatives(m, *calls[0]) if len(calls) == 1 else {}).items():
+            rules[f"norm_alt:{name}:{method}"] = fn
     return rules | {
         "forward": forward,
         "sgd_gradient": lambda: oracle(own, x, y),
@@ -135,8 +144,11 @@ def main() -> None:
     fns = parts(a.model, a.batch_size, a.device)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order, shuffle = list(fns), random.Random(0).shuffle
     for r in range(a.rounds + a.warmup):
-        for name, f in fns.items():
+        shuffle(order)
+        for name in order:
+            f = fns[name]
             sync()
             t0 = time.perf_counter()
             f()
@@ -148,6 +160,15 @@ def main() -> None:
     sgd = ms["sgd_gradient"] + ms["optimizer"]
     dpsgd = ms["clip_oracle"] + ms["noise"] + ms["privatize"] + ms["optimizer"]
     floor = sgd + ms["noise"]
+    fastest: dict[str, str] = {}  # layer -> the fastest method for its norms ("rule": the ghost rule's own)
+    norm_floor = 0.0
+    for key in (k for k in ms if k.startswith("norms:")):
+        layer = key.split(":", 1)[1]
+        options = {"rule": ms[key]} | {
+            k.rsplit(":", 1)[1]: v for k, v in ms.items() if k.startswith(f"norm_alt:{layer}:")
+        }
+        fastest[layer] = min(options, key=options.__getitem__)
+        norm_floor += options[fastest[layer]]
     out = {
         "model": a.model,
         "device": a.device,
@@ -164,6 +185,9 @@ def main() -> None:
             "clipped_sum": round(sum(v for k, v in ms.items() if k.startswith("clipped_sum:")), 4),
         },
         "sgd_plus_uniform_draw_over_sgd": round((sgd + ms["uniform_draw"]) / sgd, 3),
+        "norm_floor_ms": round(norm_floor, 4),
+        "norm_floor_methods": fastest,
+        "dpsgd_floor_over_sgd": round((sgd + norm_floor + ms["uniform_draw"]) / sgd, 3),
         # what DP-SAT's step adds to DP-SGD's: the fused point, and the oracle at a tree that is not the model's own
         "dpsat_extra_over_dpsgd": round(
             (ms["dpsat_fused_point"] + ms["clip_oracle_at_w_plus_eps"] - ms["clip_oracle"]) / dpsgd, 3

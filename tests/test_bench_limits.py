@@ -44,3 +44,33 @@ def test_split_gap_recovers_planted_lines() -> None:
     assert out["per_example_share"] == pytest.approx(2.56 / 9.68, abs=1e-3)
     assert out["dpsgd_over_sgd"] == pytest.approx(13.24 / 9.68, abs=1e-3)
     assert out["fixed_share"] + out["per_example_share"] == pytest.approx(out["dpsgd_over_sgd"] - 1, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (torch.nn.Conv1d(1, 6, 5, stride=2, padding=2), (1, 12)),
+        (torch.nn.Conv1d(3, 4, 3, stride=1, padding=1, dilation=2), (3, 9)),
+        (torch.nn.Conv1d(3, 5, 2, bias=False), (3, 7)),
+        (torch.nn.GroupNorm(2, 4), (4, 6)),
+    ],
+)
+def test_norm_floor_alternatives_equal_per_example_gradients(layer: torch.nn.Module, shape: tuple) -> None:
+    """Every method ``dp_parts.py`` times for the norm floor gives ‖∇_θ ℓ_i‖² of a per-example autograd loop."""
+    from norm_floor import alternatives
+
+    torch.manual_seed(0)
+    layer = layer.double()
+    for p in layer.parameters():  # GroupNorm starts at γ = 1, β = 0: move off them
+        torch.nn.init.normal_(p)
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    target = torch.randn_like(layer(x))
+    expected = []
+    for i in range(len(x)):
+        grads = torch.autograd.grad((layer(x[i : i + 1]) * target[i : i + 1]).sum(), list(layer.parameters()))
+        expected.append(sum(g.square().sum() for g in grads))
+    out = layer(x)
+    methods = alternatives(layer, x, target)
+    assert methods and out.shape == target.shape  # the loss Σ out·target has output gradient g = target
+    for name, method in methods.items():
+        torch.testing.assert_close(method(), torch.stack(expected), msg=name)

@@ -55,6 +55,17 @@ class Twice(nn.Module):
         return self.head(torch.tanh(self.lin(torch.tanh(self.lin(x)))))
 
 
+class GroupNormTwice(nn.Module):
+    """One GroupNorm called twice in a forward: its per-example sums add over the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4), nn.Linear(24, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.norm(torch.tanh(self.norm(self.conv(x))))).flatten(1))
+
+
 class Scaled(nn.Module):
     """A bare nn.Parameter used in forward: not a supported layer."""
 
@@ -150,6 +161,7 @@ def make(name: str) -> tuple[nn.Module, tuple[int, ...] | str]:
         ),  # fmt: skip
         "embedding": (EmbeddingNet(), "indices"),
         "twice": (Twice(), (6,)),
+        "groupnorm_twice": (GroupNormTwice(), (2, 8)),
         "mlp": _flatpriv("mlp", (10,), 16),
         "cnn1d": _flatpriv("cnn1d", (2, 12), 6),
         "cnn2d": _flatpriv("cnn2d", (1, 8, 8), 4),
@@ -166,7 +178,7 @@ def make(name: str) -> tuple[nn.Module, tuple[int, ...] | str]:
     return model.double(), shape
 
 
-SUPPORTED = ["linear", "tokens", "conv1d", "conv2d", "conv3d", "groupnorm", "embedding", "twice"]
+SUPPORTED = ["linear", "tokens", "conv1d", "conv2d", "conv3d", "groupnorm", "embedding", "twice", "groupnorm_twice"]
 OWN = ["mlp", "cnn1d", "cnn2d", "resnet"]
 UNSUPPORTED = ["layernorm", "parameter", "grouped_conv"]
 # supports_ghost is True; the ghost path notices while running (the last two: a parameter use its hooks cannot
