@@ -170,8 +170,10 @@ def _conv(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]
 def _group_norm(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
     """nn.GroupNorm (affine): ∇_γ ℓ_i = Σ_positions g·x̂ and ∇_β ℓ_i = Σ_positions g, per channel, materialised.
 
-    x̂ from ``native_group_norm`` without the affine part and Σ g·x̂ as one ``vecdot``: 0.09–0.12 ms less per
-    layer than ``F.group_norm`` and a product then a sum (``benchmarks/dp_parts.py``, norm_alt, docs/benchmarks.md).
+    x̂ from ``native_group_norm`` without the affine part (``F.group_norm``'s own kernel, without its wrapper) and
+    no running ``sum()`` over a single call (it starts from 0, one more kernel per sum): the 1-D CNN's DP-SGD step
+    0.08–0.23 ms faster than before in an in-step A/B, though timed alone the two are within 0.03 ms per layer
+    (docs/benchmarks.md). ``vecdot`` is a product then a sum on a CPU, as before.
     """
     c = m.num_channels
     gws, gbs = [], []
