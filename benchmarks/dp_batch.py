@@ -30,7 +30,7 @@ import statistics
 import numpy as np
 import torch
 from dp_step import flatpriv_step
-from limits import add_allocator_flag, apply_allocator
+from limits import add_allocator_flag, apply_allocator, cache_capacity
 from step_time import MODELS, _time_interleaved
 
 from flatpriv.config import DataConfig
@@ -91,6 +91,7 @@ def main() -> None:
         "torch": torch.__version__,
         "steps_per_size": a.steps,
         "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
         "models": {},
     }
     for mname in MODELS if a.model == "all" else [a.model]:

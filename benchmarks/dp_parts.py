@@ -40,7 +40,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from limits import add_allocator_flag, apply_allocator
+from limits import add_allocator_flag, apply_allocator, cache_capacity
 from norm_floor import alternatives
 from step_time import MODELS
 from torch.func import functional_call
@@ -175,6 +175,7 @@ def main() -> None:
         "batch_size": a.batch_size,
         "threads": torch.get_num_threads(),
         "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
         "median_ms": ms,
         "sgd_step_parts_ms": round(sgd, 4),
         "dpsgd_step_parts_ms": round(dpsgd, 4),

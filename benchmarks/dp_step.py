@@ -17,7 +17,7 @@ import statistics
 import warnings
 
 import torch
-from limits import add_allocator_flag, apply_allocator, count_flops, matmul_peak
+from limits import add_allocator_flag, apply_allocator, cache_capacity, count_flops, matmul_peak
 from step_time import MODELS, _time_interleaved
 
 from flatpriv.config import DataConfig, config_from_dict
@@ -118,6 +118,7 @@ def main() -> None:
         "opacus": opacus_version,
         "threads": torch.get_num_threads(),
         "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
         "models": {},
     }
     for mname, mcfg in MODELS.items():

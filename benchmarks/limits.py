@@ -8,14 +8,17 @@ shapes that dominate it, and peak memory.
   reaches on exactly the products that dominate the work, the ceiling a pool or a DP step can approach.
 - :func:`peak_memory` runs a callable in a fresh spawned process and returns its peak resident set (and on a GPU
   the CUDA allocator's maximum), so each variant is measured alone.
-- :func:`add_allocator_flag` / :func:`apply_allocator`: every benchmark's ``--allocator keep|default``; ``keep``
-  (the default) sets glibc's allocator as the ``flatpriv`` command does (``flatpriv.cli.allocator``).
+- :func:`add_allocator_flag` / :func:`apply_allocator`: every benchmark's ``--allocator keep|default`` and
+  ``--primitive-cache command|default``; ``keep`` (the default) sets glibc's allocator and ``command`` (the
+  default) sizes oneDNN's primitive cache as the ``flatpriv`` command does (``flatpriv.cli.allocator``);
+  :func:`cache_capacity` is what the JSON records (None: oneDNN's default, 1,024).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import time
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from flatpriv.cli.allocator import keep_freed_memory
+from flatpriv.cli.allocator import keep_freed_memory, size_primitive_cache
 
 
 def add_allocator_flag(ap: argparse.ArgumentParser) -> None:
@@ -36,11 +39,27 @@ def add_allocator_flag(ap: argparse.ArgumentParser) -> None:
         help="keep: glibc keeps freed memory for reuse, as the flatpriv command does (flatpriv.cli.allocator); "
         "default: glibc's defaults",
     )
+    ap.add_argument(
+        "--primitive-cache",
+        default="command",
+        choices=["command", "default"],
+        help="command: oneDNN's primitive cache sized as the flatpriv command sizes it (flatpriv.cli.allocator); "
+        "default: oneDNN's own capacity, unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set",
+    )
 
 
 def apply_allocator(a: argparse.Namespace) -> bool:
-    """Apply ``--allocator``; True when glibc took the settings (the JSON's ``allocator_kept_freed_memory``)."""
+    """Apply ``--allocator`` and ``--primitive-cache`` (before any convolution runs); True when glibc took the
+    allocator settings (the JSON's ``allocator_kept_freed_memory``)."""
+    if a.primitive_cache == "command":
+        size_primitive_cache()
     return keep_freed_memory() if a.allocator == "keep" else False
+
+
+def cache_capacity() -> int | None:
+    """oneDNN's primitive cache capacity this process was given (None: not set, so oneDNN's default)."""
+    value = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", os.environ.get("DNNL_PRIMITIVE_CACHE_CAPACITY"))
+    return None if value is None else int(value)
 
 
 def _sync(device: torch.device | str) -> None:

@@ -21,7 +21,7 @@ import json
 import statistics
 import tempfile
 
-from limits import add_allocator_flag, apply_allocator
+from limits import add_allocator_flag, apply_allocator, cache_capacity
 
 from flatpriv.config_io import resolve
 from flatpriv.studies.opacus_reference import opacus_dpsgd
@@ -78,6 +78,7 @@ def main() -> None:
     result = {
         "model": a.model,
         "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
         "epochs": a.epochs,
         "device": a.device,
         **{k: _stats(v) for k, v in out.items()},

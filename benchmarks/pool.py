@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from limits import add_allocator_flag, apply_allocator, count_flops, matmul_peak, peak_memory
+from limits import add_allocator_flag, apply_allocator, cache_capacity, count_flops, matmul_peak, peak_memory
 
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
@@ -146,6 +146,7 @@ def main() -> None:
                 "models": a.models,
                 "epochs": a.epochs,
                 "allocator_kept_freed_memory": kept,
+                "onednn_primitive_cache_capacity": cache_capacity(),
                 "algorithm": a.algorithm,
                 "overrides": a.overrides,
                 "model": f"{cfg.model.name} {cfg.model.depth}x{cfg.model.width}",

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 from dp_step import flatpriv_step
-from limits import add_allocator_flag, apply_allocator
+from limits import add_allocator_flag, apply_allocator, cache_capacity
 from step_time import MODELS
 from torch.profiler import ProfilerActivity, profile
 
@@ -43,7 +43,10 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for idx in batches[5:]:
                 step(data.x_train[idx], data.y_train[idx])
-        print(f"== {a.model} {name}: {a.steps} steps of batch {a.batch_size} (allocator kept freed memory: {kept})")
+        print(
+            f"== {a.model} {name}: {a.steps} steps of batch {a.batch_size} (allocator kept freed memory: {kept}, "
+            f"oneDNN primitive cache: {cache_capacity()})"
+        )
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows, max_name_column_width=40))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from limits import add_allocator_flag, apply_allocator, count_flops
+from limits import add_allocator_flag, apply_allocator, cache_capacity, count_flops
 from pool import _largest_matmul
 from torch.profiler import ProfilerActivity, profile
 
@@ -52,6 +52,7 @@ def main() -> None:
         "models": a.models,
         "epochs": a.epochs,
         "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
         "self_cpu_ms": round(total / 1e3, 1),
         "top": share,
         "matmul_share": round(matmul_s / (total / 1e6), 3),

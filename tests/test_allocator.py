@@ -1,5 +1,6 @@
-"""The command line's allocator setting: a freed block stays in the process (glibc's default returns it), and the
-user's own settings win. Each check runs in a fresh interpreter, since ``mallopt`` changes the whole process."""
+"""The command line's process settings: a freed block stays in the process (glibc's default returns it), oneDNN
+compiles each primitive once however many batch sizes a run meets (its default cache recompiles them), and the
+user's own settings win. Each check runs in a fresh interpreter, since both settings are the whole process's."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from flatpriv.cli.allocator import keep_freed_memory
+from flatpriv.cli.allocator import PRIMITIVE_CACHE_CAPACITY, keep_freed_memory, size_primitive_cache
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -60,3 +62,55 @@ def test_users_malloc_variables_win() -> None:
 def test_opt_out_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLATPRIV_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False
+
+
+# Convolutions (forward and both backward passes) at 160 batch sizes, twice: about 1,100 distinct oneDNN primitives,
+# more than oneDNN's default cache of 1,024. oneDNN's verbose mode logs each primitive's creation as a cache hit
+# or miss; the first argument says whether to apply the command's setting first.
+CACHE_PROBE = """
+import sys
+from flatpriv.cli.allocator import size_primitive_cache
+applied = size_primitive_cache() if sys.argv[1] == "1" else False
+import torch
+conv = torch.nn.Conv1d(2, 4, 3)
+for _ in range(2):
+    for b in range(1, 161):
+        conv(torch.randn(b, 2, 16, requires_grad=True)).sum().backward()
+print("applied", applied, file=sys.stderr)
+"""
+
+
+def _cache_probe(apply: bool, **env: str) -> tuple[bool, int, int]:
+    """(setting applied, primitives created, distinct primitives) in a fresh interpreter."""
+    base = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k}
+    run = subprocess.run(
+        [sys.executable, "-c", CACHE_PROBE, "1" if apply else "0"],
+        env={**base, "ONEDNN_VERBOSE": "profile_create", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # a creation line ends with its creation time; what comes before it names the primitive
+    misses = [line.rsplit(",", 1)[0] for line in run.stdout.splitlines() if ",create:cache_miss," in line]
+    return "applied True" in run.stderr, len(misses), len(set(misses))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
+def test_each_primitive_is_compiled_once() -> None:
+    applied, created, distinct = _cache_probe(True)
+    assert applied and distinct > 1024 and created == distinct
+    applied, created, distinct = _cache_probe(False)  # oneDNN's default cache: the reference behaviour
+    assert not applied and created > distinct + 500
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
+def test_users_cache_capacity_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    applied, created, distinct = _cache_probe(True, ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")
+    assert not applied and created > distinct + 500
+    monkeypatch.setenv("DNNL_PRIMITIVE_CACHE_CAPACITY", "16")
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    assert size_primitive_cache() is False
+    monkeypatch.delenv("DNNL_PRIMITIVE_CACHE_CAPACITY")
+    assert size_primitive_cache() is True and os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(
+        PRIMITIVE_CACHE_CAPACITY
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import FlatprivError
 from ..results import discard_on_os_error, dumps, os_error_text
-from .allocator import keep_freed_memory
+from .allocator import keep_freed_memory, size_primitive_cache
 from .parser import EXIT_USAGE, build_parser
 
 
@@ -52,6 +52,7 @@ def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # pools and long runs reuse freed blocks instead of faulting fresh pages in every step
+    size_primitive_cache()  # before any convolution: Poisson batch sizes would otherwise recompile oneDNN's kernels
     if not args.debug:  # a warning is one line, like an error (with --debug: Python's own, with its location)
         warnings.formatwarning = _warning_line
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
