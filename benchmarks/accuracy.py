@@ -17,7 +17,7 @@ from flatpriv.train import train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="default,cnn1d")
     ap.add_argument("--algorithms", default="sgd,sam,vasso")
     ap.add_argument("--seeds", type=int, default=3)

@@ -21,7 +21,7 @@ from flatpriv.privacy.one_run import one_run_audit
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=256)
     ap.add_argument("--examples", type=int, default=10_000)
     ap.add_argument("--classes", type=int, default=10)

@@ -24,7 +24,7 @@ from flatpriv.train import train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--every", type=int, default=3, help="curvature every k epochs of the full-data run")

@@ -65,7 +65,7 @@ def split_gap(sizes: list[int], sgd_ms: list[float], dp_ms: list[float]) -> dict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_allocator_flag(ap)
     ap.add_argument("--model", default="all", choices=["all", *MODELS])
     ap.add_argument(

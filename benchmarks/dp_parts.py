@@ -132,7 +132,7 @@ def parts(model_name: str, batch: int, device: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_allocator_flag(ap)
     ap.add_argument("--model", default="mlp", choices=list(MODELS))
     ap.add_argument("--rounds", type=int, default=400)

@@ -42,7 +42,7 @@ def _stats(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_allocator_flag(ap)
     ap.add_argument("--model", default="mlp", choices=["mlp", "cnn1d"])
     ap.add_argument("--seeds", type=int, default=3)

@@ -21,7 +21,7 @@ from flatpriv.models import build_model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_allocator_flag(ap)
     ap.add_argument("--model", default="mlp", choices=list(MODELS))
     ap.add_argument("--steps", type=int, default=50)
