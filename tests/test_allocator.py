@@ -64,9 +64,10 @@ def test_opt_out_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     assert keep_freed_memory() is False
 
 
-# Convolutions (forward and both backward passes) at 160 batch sizes, twice: about 1,100 distinct oneDNN primitives,
-# more than oneDNN's default cache of 1,024. oneDNN's verbose mode logs each primitive's creation as a cache hit
-# or miss; the first argument says whether to apply the command's setting first.
+# Convolutions (forward and both backward passes) at 240 batch sizes, twice: 6-7 distinct oneDNN primitives a size
+# (the count depends on the CPU: 958 for 160 sizes on one machine, 1,117 on another), so 1,400-1,700 in all, more
+# than oneDNN's default cache of 1,024. oneDNN's verbose mode logs each primitive's creation as a cache hit or
+# miss; the first argument says whether to apply the command's setting first.
 CACHE_PROBE = """
 import sys
 from flatpriv.cli.allocator import size_primitive_cache
@@ -74,7 +75,7 @@ applied = size_primitive_cache() if sys.argv[1] == "1" else False
 import torch
 conv = torch.nn.Conv1d(2, 4, 3)
 for _ in range(2):
-    for b in range(1, 161):
+    for b in range(1, 241):
         conv(torch.randn(b, 2, 16, requires_grad=True)).sum().backward()
 print("applied", applied, file=sys.stderr)
 """
