@@ -2,12 +2,15 @@
 # Every benchmark on one device, one JSON file: bash benchmarks/gpu.sh [cuda|cpu] [OUT.json] [quick]
 # Sized to finish in under 5 minutes on one data-centre GPU; `quick` shrinks every benchmark so the script can be
 # checked end to end on a CPU (its numbers then say nothing about a GPU). Needs Opacus (pip install -e '.[bench]').
+# Python: $PYTHON if set, else the checkout's .venv when it exists, else python from PATH.
 set -euo pipefail
 cd "$(dirname "$0")"
 DEVICE=${1:-cuda}
 OUT=${2:-gpu-benchmarks.json}
 QUICK=${3:-}
-PY=${PYTHON:-python}
+VENV_PY="$(cd .. && pwd)/.venv/bin/python"  # the checkout's environment (make install), else python from PATH
+[ -x "$VENV_PY" ] || VENV_PY=python
+PY=${PYTHON:-$VENV_PY}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 if [ -n "$QUICK" ]; then
