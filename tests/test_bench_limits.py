@@ -74,3 +74,22 @@ def test_norm_floor_alternatives_equal_per_example_gradients(layer: torch.nn.Mod
     assert methods and out.shape == target.shape  # the loss Σ out·target has output gradient g = target
     for name, method in methods.items():
         torch.testing.assert_close(method(), torch.stack(expected), msg=name)
+
+
+def test_profile_difference_per_operator() -> None:
+    from profile_dp import added, per_step
+
+    class Event:  # what torch.profiler's key_averages() yields: a key, total self CPU µs and a call count
+        def __init__(self, key: str, us: float, count: int) -> None:
+            self.key, self.self_cpu_time_total, self.count = key, us, count
+
+    base = per_step([Event("aten::mm", 800.0, 16), Event("aten::normal_", 400.0, 12)], steps=2)
+    other = per_step([Event("aten::mm", 900.0, 16), Event("aten::_foreach_norm", 60.0, 2)], steps=2)
+    assert base == {"aten::mm": (400.0, 8.0), "aten::normal_": (200.0, 6.0)}
+    rows = added(base, other, rows=3)
+    assert rows == [
+        ("aten::mm", 50.0, 8.0, 8.0),
+        ("aten::_foreach_norm", 30.0, 0.0, 1.0),
+        ("aten::normal_", -200.0, 6.0, 0.0),
+    ]
+    assert added(base, other, rows=1) == rows[:1]
