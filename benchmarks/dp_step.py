@@ -18,10 +18,9 @@ import warnings
 
 import torch
 from limits import add_allocator_flag, apply_allocator, cache_capacity, count_flops, matmul_peak
-from step_time import MODELS, _time_interleaved
+from step_time import MODELS, _time_interleaved, mnist1d_batches
 
-from flatpriv.config import DataConfig, config_from_dict
-from flatpriv.data import load_data
+from flatpriv.config import config_from_dict
 from flatpriv.models import build_model
 from flatpriv.privacy import PrivateRun, Privatizer
 from flatpriv.privacy.accounting import Ledger
@@ -29,7 +28,10 @@ from flatpriv.privacy.sampling import make_generator
 from flatpriv.step import ALGORITHMS, take_step
 
 
-def flatpriv_step(algorithm: str, model: torch.nn.Module, n: int, batch: int, clip_method: str = "auto"):
+def flatpriv_step(
+    algorithm: str, model: torch.nn.Module, n: int, batch: int, clip_method: str = "auto", with_state: bool = False
+):
+    """A step function ``step(x, y)`` for the row; ``with_state``: also ``view() -> (params, pipeline state)``."""
     cfg = config_from_dict(
         {
             "algorithm": algorithm,
@@ -56,7 +58,7 @@ def flatpriv_step(algorithm: str, model: torch.nn.Module, n: int, batch: int, cl
     def step(x, y):
         state[0], _ = take_step(pipe, params, state[0], opt, x, y)
 
-    return step
+    return (step, lambda: (params, state[0])) if with_state else step
 
 
 def opacus_step(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, batch: int, mode: str):
@@ -99,11 +101,8 @@ def main() -> None:
     kept = apply_allocator(a)
     warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook).*")
     device = torch.device(a.device)
-    data = load_data(DataConfig(name="mnist1d"), device)
+    data, batches = mnist1d_batches(device, a.batch_size, a.steps)
     n = len(data.y_train)
-    g = torch.Generator().manual_seed(0)
-    idx = [torch.randint(0, n, (a.batch_size,), generator=g).to(device) for _ in range(a.steps)]
-    batches = [(data.x_train[i], data.y_train[i]) for i in idx]
     try:
         import opacus
 

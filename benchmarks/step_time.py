@@ -19,11 +19,20 @@ import torch
 import torch.nn.functional as F
 
 from flatpriv.config import DataConfig, ModelConfig, config_from_dict
-from flatpriv.data import load_data
+from flatpriv.data import Dataset, load_data
 from flatpriv.models import build_model
 from flatpriv.step import ALGORITHMS, take_step
 
 MODELS = {"mlp": ModelConfig(name="mlp", width=256, depth=2), "cnn1d": ModelConfig(name="cnn1d", width=32, depth=3)}
+
+
+def mnist1d_batches(device: torch.device, batch_size: int, steps: int) -> tuple[Dataset, list]:
+    """MNIST-1D on ``device`` and ``steps`` fixed batches of ``batch_size`` drawn with replacement (seed 0): the
+    step benchmarks' common input, the same batches for every variant."""
+    data = load_data(DataConfig(name="mnist1d"), device)
+    g = torch.Generator().manual_seed(0)
+    idx = [torch.randint(0, len(data.y_train), (batch_size,), generator=g).to(device) for _ in range(steps)]
+    return data, [(data.x_train[i], data.y_train[i]) for i in idx]
 
 
 def _sync(device: torch.device) -> None:
@@ -95,10 +104,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="repetitions with fresh models; the median over all steps")
     a = ap.parse_args()
     device = torch.device(a.device)
-    data = load_data(DataConfig(name="mnist1d"), device)
-    g = torch.Generator().manual_seed(0)
-    idx = [torch.randint(0, len(data.y_train), (a.batch_size,), generator=g).to(device) for _ in range(a.steps)]
-    batches = [(data.x_train[i], data.y_train[i]) for i in idx]
+    data, batches = mnist1d_batches(device, a.batch_size, a.steps)
     out: dict = {
         "device": str(device),
         "batch_size": a.batch_size,

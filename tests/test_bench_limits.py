@@ -93,3 +93,41 @@ def test_profile_difference_per_operator() -> None:
         ("aten::normal_", -200.0, 6.0, 0.0),
     ]
     assert added(base, other, rows=1) == rows[:1]
+
+
+def test_dpsat_point_variants_take_the_same_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dpsat_point.py's three DP-SAT variants (the library's, its point timed part by part, its point prepared
+    after the optimizer step) end at the same weights, and the prepared point is used at every step but the first
+    (which has no previous release)."""
+    import dpsat_point
+    from step_time import MODELS
+
+    import flatpriv.step.dp as dp_module
+    from flatpriv.config import DataConfig
+    from flatpriv.data import load_data
+
+    probe = dpsat_point.Probe(dp_module.perturb)
+    monkeypatch.setattr(dp_module, "perturb", probe.perturb)
+    data = load_data(DataConfig(name="mnist1d"))
+    batches = [(data.x_train[i : i + 64], data.y_train[i : i + 64]) for i in range(0, 384, 64)]
+    row = dpsat_point.measure(probe, MODELS["mlp"], data, batches, warmup=2, device=torch.device("cpu"))
+    assert row["same_weights"]
+    assert row["prepared_points_used"] == len(batches)  # an untimed first step (no point), then one per batch
+    assert len(probe.parts["total"]) == len(batches)
+
+
+def test_dpsat_point_refuses_a_stale_prepared_point() -> None:
+    import dpsat_point
+
+    import flatpriv.step.dp as dp_module
+    from flatpriv.step.transforms import normalize
+
+    probe = dpsat_point.Probe(dp_module.perturb)
+    params, g = {"w": torch.zeros(2)}, {"w": torch.tensor([3.0, 4.0])}
+    sentinel = {"w": torch.full((2,), 7.0)}
+    probe.prepared[id(params)] = (g, [params["w"]._version], sentinel)
+    assert probe.perturb(normalize(radius=0.03), g, (), params)[0] is sentinel
+    params["w"].add_(1.0)  # the weights moved after the point was prepared
+    point, _ = probe.perturb(normalize(radius=0.03), g, (), params)
+    torch.testing.assert_close(point["w"], torch.tensor([1.018, 1.024]))
+    assert probe.hits == 1

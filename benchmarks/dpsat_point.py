@@ -1,0 +1,182 @@
+"""DP-SAT's own cost inside the step: the point w + (ρ/‖g̃‖)·g̃ timed where the step computes it.
+
+DP-SAT (Park et al. 2023) evaluates the clipped-gradient oracle at w_t + ρ g̃_{t−1}/‖g̃_{t−1}‖ instead of w_t; all
+it adds to DP-SGD is that point (a global norm ‖g̃‖, its read as a float, one fused add over the leaves) and an
+oracle at a tree that is not the model's own. The 5 % target (DP-SAT ≤ 1.05× DP-SGD) allows 0.05 of DP-SGD's
+step for it. Four variants step the same batches, interleaved in a shuffled order (``step_time``):
+
+- dpsgd, dpsat_library: as ``dp_step.py`` builds them;
+- dpsat: the same, its point computed by this script op for op as the library does (to time its parts);
+- dpsat_point_after_step: DP-SAT with the next step's point computed right after the optimizer step, while w and
+  g̃ are still in cache, and picked up by the next step when no parameter has changed since (``_version``).
+  All three DP-SAT variants make the same operations on the same tensors, so their weights must be equal after
+  the run (checked: ``same_weights``).
+
+While they run, each DP-SAT point is timed in the step, part by part (``point_in_step_us``: the norm, the float,
+the add), and afterwards the same point is timed again on the last step's tensors in a tight loop
+(``point_alone_us``), so the difference is what the surrounding step costs the point, not the point's own work;
+``point_in_step_us["again"]`` is the same point computed a second time at once, inside the step (its inputs and
+the kernels' code warm). The "dpsat" variant's step includes that second point and its timers, so its step
+time is dpsat_library's plus that; compare dpsat_library with dpsgd for the ratio.
+On CUDA the script's points read ‖g̃‖ as a float (a device sync) where the library's do not: a CPU question.
+Prints one JSON object.
+Usage: python benchmarks/dpsat_point.py [--model mlp,cnn1d] [--steps 400] [--batch-size 256] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from dp_step import flatpriv_step
+from limits import add_allocator_flag, apply_allocator, cache_capacity
+from step_time import MODELS, _time_interleaved, mnist1d_batches
+
+import flatpriv.step.dp as dp_module
+from flatpriv import tree as T
+from flatpriv.config import ModelConfig
+from flatpriv.data import Dataset
+from flatpriv.models import build_model
+
+RHO = 0.03  # dp_step.py's ρ
+EPS = 1e-12  # step.transforms.normalize's
+
+
+class Probe:
+    """Replaces ``flatpriv.step.dp.perturb`` for the benchmark: times the parts of each point of the variant being
+    stepped, and hands a variant its point prepared after the previous optimizer step when nothing changed since."""
+
+    def __init__(self, original: Callable) -> None:
+        self.original = original
+        self.active = ""
+        self.parts: dict[str, list[float]] = {"norm": [], "float": [], "add": [], "total": [], "again": []}
+        self.prepared: dict[int, tuple[dict, list[int], dict]] = {}
+        self.last: tuple[dict, dict] | None = None
+        self.hits = 0  # steps that took a prepared point
+
+    def perturb(self, direction, g: dict, state, params: dict):
+        if self.active == "dpsat_library":
+            return self.original(direction, g, state, params)
+        ready = self.prepared.get(id(params))
+        if ready is not None and ready[0] is g and [p._version for p in params.values()] == ready[1]:
+            self.hits += 1
+            return ready[2], state
+        t0 = time.perf_counter()
+        n = T.norm(g)
+        t1 = time.perf_counter()
+        r = RHO / (float(n) + EPS)
+        t2 = time.perf_counter()
+        point = T.add(params, g, alpha=r)  # normalize(radius=ρ).point's host path, op for op
+        t3 = time.perf_counter()
+        if self.active == "dpsat":
+            for k, v in zip(("norm", "float", "add", "total"), (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                self.parts[k].append(v)
+            self.parts["again"].append(self._once(g, params))  # the same point at once: inputs and code warm
+            self.last = (g, params)
+        return point, state
+
+    @staticmethod
+    def _once(g: dict, params: dict) -> float:
+        t = time.perf_counter()
+        T.add(params, g, alpha=RHO / (float(T.norm(g)) + EPS))
+        return time.perf_counter() - t
+
+    def point_alone(self, repeats: int = 2000) -> float:
+        assert self.last is not None
+        return statistics.median(self._once(*self.last) for _ in range(repeats)) * 1e6
+
+
+def variant(probe: Probe, name: str, step: Callable, after: Callable | None = None) -> Callable:
+    def run(x: torch.Tensor, y: torch.Tensor) -> None:
+        probe.active = name
+        step(x, y)
+        if after is not None:
+            after()
+
+    return run
+
+
+def measure(probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmup: int, device: torch.device) -> dict:
+    """The four variants on one model, interleaved; the JSON row."""
+    n, batch = len(data.y_train), len(batches[0][1])
+    probe.hits = 0
+    probe.prepared.clear()
+    models: list[torch.nn.Module] = []
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        models.append(build_model(mcfg, data.input_shape, data.num_classes).to(device))
+        return models[-1]
+
+    steps = {
+        "dpsgd": variant(probe, "dpsgd", flatpriv_step("dpsgd", fresh(), n, batch, "ghost")),
+        "dpsat": variant(probe, "dpsat", flatpriv_step("dpsat", fresh(), n, batch)),
+        "dpsat_library": variant(probe, "dpsat_library", flatpriv_step("dpsat", fresh(), n, batch)),
+    }
+    prep_step, prep_view = flatpriv_step("dpsat", fresh(), n, batch, with_state=True)
+
+    def prepare() -> None:  # the next step's point, now, from the release just made and the weights just set
+        params, state = prep_view()
+        _, previous = state
+        point = T.add(params, previous, alpha=RHO / (float(T.norm(previous)) + EPS))
+        probe.prepared[id(params)] = (previous, [p._version for p in params.values()], point)
+
+    steps["dpsat_point_after_step"] = variant(probe, "prepared", prep_step, prepare)
+    for step in steps.values():
+        step(*batches[0])
+    for v in probe.parts.values():
+        v.clear()
+    med = {k: statistics.median(v) * 1e3 for k, v in _time_interleaved(steps, batches, device, warmup).items()}
+    same = all(
+        torch.equal(p, q) and torch.equal(p, r)
+        for p, q, r in zip(models[1].parameters(), models[2].parameters(), models[3].parameters())
+    )
+    return {
+        "median_step_ms": {k: round(v, 4) for k, v in med.items()},
+        "dpsat_library_over_dpsgd": round(med["dpsat_library"] / med["dpsgd"], 3),
+        "probed_dpsat_over_dpsgd": round(med["dpsat"] / med["dpsgd"], 3),
+        "dpsat_point_after_step_over_dpsgd": round(med["dpsat_point_after_step"] / med["dpsgd"], 3),
+        "dpsat_extra_us": round((med["dpsat_library"] - med["dpsgd"]) * 1e3, 1),
+        "allowed_by_target_us": round(0.05 * med["dpsgd"] * 1e3, 1),
+        "point_in_step_us": {k: round(statistics.median(v[warmup:]) * 1e6, 1) for k, v in probe.parts.items()},
+        "point_alone_us": round(probe.point_alone(), 1),
+        "same_weights": same,
+        "prepared_points_used": probe.hits,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_allocator_flag(ap)
+    ap.add_argument("--model", default="mlp,cnn1d", help="comma-separated: mlp, cnn1d")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    kept = apply_allocator(a)
+    device = torch.device(a.device)
+    probe = Probe(dp_module.perturb)
+    dp_module.perturb = probe.perturb  # the DP-SAT pipeline looks perturb up in its module at each step
+    data, batches = mnist1d_batches(device, a.batch_size, a.steps)
+    out: dict = {
+        "device": str(device),
+        "expected_batch_size": a.batch_size,
+        "steps": a.steps,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
+        "models": {},
+    }
+    for mname in a.model.split(","):
+        out["models"][mname] = measure(probe, MODELS[mname], data, batches, a.warmup, device)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
