@@ -46,6 +46,11 @@ RHO = 0.03  # dp_step.py's ρ
 EPS = 1e-12  # step.transforms.normalize's
 
 
+def sat_point(g: dict, params: dict) -> dict:
+    """w + (ρ/(‖g‖ + 1e-12))·g as ``normalize(radius=ρ).point`` computes it on the host, op for op."""
+    return T.add(params, g, alpha=RHO / (float(T.norm(g)) + EPS))
+
+
 class Probe:
     """Replaces ``flatpriv.step.dp.perturb`` for the benchmark: times the parts of each point of the variant being
     stepped, and hands a variant its point prepared after the previous optimizer step when nothing changed since."""
@@ -70,7 +75,7 @@ class Probe:
         t1 = time.perf_counter()
         r = RHO / (float(n) + EPS)
         t2 = time.perf_counter()
-        point = T.add(params, g, alpha=r)  # normalize(radius=ρ).point's host path, op for op
+        point = T.add(params, g, alpha=r)  # sat_point, split into its parts
         t3 = time.perf_counter()
         if self.active == "dpsat":
             for k, v in zip(("norm", "float", "add", "total"), (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
@@ -82,7 +87,7 @@ class Probe:
     @staticmethod
     def _once(g: dict, params: dict) -> float:
         t = time.perf_counter()
-        T.add(params, g, alpha=RHO / (float(T.norm(g)) + EPS))
+        sat_point(g, params)
         return time.perf_counter() - t
 
     def point_alone(self, repeats: int = 2000) -> float:
@@ -122,8 +127,7 @@ def measure(probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmu
     def prepare() -> None:  # the next step's point, now, from the release just made and the weights just set
         params, state = prep_view()
         _, previous = state
-        point = T.add(params, previous, alpha=RHO / (float(T.norm(previous)) + EPS))
-        probe.prepared[id(params)] = (previous, [p._version for p in params.values()], point)
+        probe.prepared[id(params)] = (previous, [p._version for p in params.values()], sat_point(previous, params))
 
     steps["dpsat_point_after_step"] = variant(probe, "prepared", prep_step, prepare)
     for step in steps.values():
