@@ -8,13 +8,19 @@ step for it. Four variants step the same batches, interleaved in a shuffled orde
 - dpsgd, dpsat_library: as ``dp_step.py`` builds them;
 - dpsat: the same, its point computed by this script op for op as the library does (to time its parts);
 - dpsat_point_after_step: DP-SAT with the next step's point computed right after the optimizer step, while w and
-  g̃ are still in cache, and picked up by the next step when no parameter has changed since (``_version``).
-  All three DP-SAT variants make the same operations on the same tensors, so their weights must be equal after
+  g̃ are still in cache, and picked up by the next step when no parameter has changed since (``_version``);
+- dpsat_point_untimed: the same point computed just before the step, outside its timer, so this variant's step is
+  DP-SAT without its point: the oracle at a tree that is not the model's own, and the rest of DP-SAT's step.
+  dpsat_library − dpsat_point_untimed is what the point costs the step (``point_cost_in_step_us``), and
+  dpsat_point_untimed − dpsgd what everything else DP-SAT does costs (``rest_of_dpsat_extra_us``).
+  All four DP-SAT variants make the same operations on the same tensors, so their weights must be equal after
   the run (checked: ``same_weights``).
 
 While they run, each DP-SAT point is timed in the step, part by part (``point_in_step_us``: the norm, the float,
 the add), and afterwards the same point is timed again on the last step's tensors in a tight loop
 (``point_alone_us``), so the difference is what the surrounding step costs the point, not the point's own work;
+``point_alone_after_sweep_us`` times it after writing 8 or 64 MiB before each repetition (its inputs out of L2,
+then out of L3, on 2026-12-06's machine);
 ``point_in_step_us["again"]`` is the same point computed a second time at once, inside the step (its inputs and
 the kernels' code warm). The "dpsat" variant's step includes that second point and its timers, so its step
 time is dpsat_library's plus that; compare dpsat_library with dpsgd for the ratio.
@@ -44,6 +50,7 @@ from flatpriv.models import build_model
 
 RHO = 0.03  # dp_step.py's ρ
 EPS = 1e-12  # step.transforms.normalize's
+SWEEPS_MIB = (8, 64)  # written before each point alone: beyond this machine's L2 (1 MiB a core), beyond its L3 (32)
 
 
 def sat_point(g: dict, params: dict) -> dict:
@@ -90,9 +97,29 @@ class Probe:
         sat_point(g, params)
         return time.perf_counter() - t
 
-    def point_alone(self, repeats: int = 2000) -> float:
+    def point_alone(self, repeats: int = 2000, sweep: torch.Tensor | None = None) -> float:
+        """The last probed point again in a tight loop; with ``sweep``, that buffer is written before each
+        repetition, so the point's inputs come from farther out in the memory hierarchy."""
         assert self.last is not None
-        return statistics.median(self._once(*self.last) for _ in range(repeats)) * 1e6
+        times = []
+        for _ in range(repeats):
+            if sweep is not None:
+                sweep.add_(1.0)
+            times.append(self._once(*self.last))
+        return statistics.median(times) * 1e6
+
+
+def prepare_point(probe: Probe, view: Callable) -> Callable[[], None]:
+    """``run()`` computes a DP-SAT variant's next point now, from its last release and its weights as they are, and
+    leaves it for the probe to hand to that variant's next step (none before the first release)."""
+
+    def run() -> None:
+        params, (_, previous) = view()
+        if previous is not None:
+            versions = [p._version for p in params.values()]
+            probe.prepared[id(params)] = (previous, versions, sat_point(previous, params))
+
+    return run
 
 
 def variant(probe: Probe, name: str, step: Callable, after: Callable | None = None) -> Callable:
@@ -106,7 +133,7 @@ def variant(probe: Probe, name: str, step: Callable, after: Callable | None = No
 
 
 def measure(probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmup: int, device: torch.device) -> dict:
-    """The four variants on one model, interleaved; the JSON row."""
+    """The five variants on one model, interleaved; the JSON row."""
     n, batch = len(data.y_train), len(batches[0][1])
     probe.hits = 0
     probe.prepared.clear()
@@ -122,32 +149,36 @@ def measure(probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmu
         "dpsat": variant(probe, "dpsat", flatpriv_step("dpsat", fresh(), n, batch)),
         "dpsat_library": variant(probe, "dpsat_library", flatpriv_step("dpsat", fresh(), n, batch)),
     }
-    prep_step, prep_view = flatpriv_step("dpsat", fresh(), n, batch, with_state=True)
-
-    def prepare() -> None:  # the next step's point, now, from the release just made and the weights just set
-        params, state = prep_view()
-        _, previous = state
-        probe.prepared[id(params)] = (previous, [p._version for p in params.values()], sat_point(previous, params))
-
-    steps["dpsat_point_after_step"] = variant(probe, "prepared", prep_step, prepare)
+    prepared = {}
+    for name in ("dpsat_point_after_step", "dpsat_point_untimed"):
+        prep_step, view = flatpriv_step("dpsat", fresh(), n, batch, with_state=True)
+        prepared[name] = prepare_point(probe, view)
+        after = prepared[name] if name == "dpsat_point_after_step" else None
+        steps[name] = variant(probe, "prepared", prep_step, after)
     for step in steps.values():
         step(*batches[0])
     for v in probe.parts.values():
         v.clear()
-    med = {k: statistics.median(v) * 1e3 for k, v in _time_interleaved(steps, batches, device, warmup).items()}
-    same = all(
-        torch.equal(p, q) and torch.equal(p, r)
-        for p, q, r in zip(models[1].parameters(), models[2].parameters(), models[3].parameters())
-    )
+    untimed = {"dpsat_point_untimed": prepared["dpsat_point_untimed"]}
+    times = _time_interleaved(steps, batches, device, warmup, untimed)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    same = all(torch.equal(p, q) for p, *others in zip(*(m.parameters() for m in models[1:])) for q in others)
     return {
         "median_step_ms": {k: round(v, 4) for k, v in med.items()},
         "dpsat_library_over_dpsgd": round(med["dpsat_library"] / med["dpsgd"], 3),
         "probed_dpsat_over_dpsgd": round(med["dpsat"] / med["dpsgd"], 3),
         "dpsat_point_after_step_over_dpsgd": round(med["dpsat_point_after_step"] / med["dpsgd"], 3),
+        "dpsat_point_untimed_over_dpsgd": round(med["dpsat_point_untimed"] / med["dpsgd"], 3),
         "dpsat_extra_us": round((med["dpsat_library"] - med["dpsgd"]) * 1e3, 1),
+        "point_cost_in_step_us": round((med["dpsat_library"] - med["dpsat_point_untimed"]) * 1e3, 1),
+        "rest_of_dpsat_extra_us": round((med["dpsat_point_untimed"] - med["dpsgd"]) * 1e3, 1),
         "allowed_by_target_us": round(0.05 * med["dpsgd"] * 1e3, 1),
         "point_in_step_us": {k: round(statistics.median(v[warmup:]) * 1e6, 1) for k, v in probe.parts.items()},
         "point_alone_us": round(probe.point_alone(), 1),
+        "point_alone_after_sweep_us": {
+            f"{mib}_MiB": round(probe.point_alone(500, torch.zeros(mib * 2**18, device=device)), 1)
+            for mib in SWEEPS_MIB
+        },
         "same_weights": same,
         "prepared_points_used": probe.hits,
     }

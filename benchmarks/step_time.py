@@ -40,9 +40,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time_interleaved(steps: dict, batches, device, warmup: int) -> dict[str, list[float]]:
+def _time_interleaved(steps: dict, batches, device, warmup: int, untimed: dict | None = None) -> dict[str, list[float]]:
     """Each batch is stepped by every variant in turn, so drift in machine load hits all of them alike; the order
-    is shuffled per batch, so no variant always runs right after a memory-hungry one (cold caches)."""
+    is shuffled per batch, so no variant always runs right after a memory-hungry one (cold caches).
+    ``untimed[name]()``, where given, runs right before that variant's step, outside its timer."""
     times: dict[str, list[float]] = {k: [] for k in steps}
     order = list(steps)
     rng = random.Random(0)
@@ -50,6 +51,8 @@ def _time_interleaved(steps: dict, batches, device, warmup: int) -> dict[str, li
         rng.shuffle(order)
         for name in order:
             step = steps[name]
+            if untimed and name in untimed:
+                untimed[name]()
             _sync(device)
             t = time.perf_counter()
             step(x, y)

@@ -96,9 +96,9 @@ def test_profile_difference_per_operator() -> None:
 
 
 def test_dpsat_point_variants_take_the_same_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """dpsat_point.py's three DP-SAT variants (the library's, its point timed part by part, its point prepared
-    after the optimizer step) end at the same weights, and the prepared point is used at every step but the first
-    (which has no previous release)."""
+    """dpsat_point.py's four DP-SAT variants (the library's, its point timed part by part, its point prepared
+    after the optimizer step, and before the step outside the timer) end at the same weights, and both prepared
+    variants take a prepared point at every timed step (the untimed first step makes the first release)."""
     import dpsat_point
     from step_time import MODELS
 
@@ -112,7 +112,7 @@ def test_dpsat_point_variants_take_the_same_steps(monkeypatch: pytest.MonkeyPatc
     batches = [(data.x_train[i : i + 64], data.y_train[i : i + 64]) for i in range(0, 384, 64)]
     row = dpsat_point.measure(probe, MODELS["mlp"], data, batches, warmup=2, device=torch.device("cpu"))
     assert row["same_weights"]
-    assert row["prepared_points_used"] == len(batches)  # an untimed first step (no point), then one per batch
+    assert row["prepared_points_used"] == 2 * len(batches)  # after an untimed first step: one per batch, each
     assert len(probe.parts["total"]) == len(batches)
 
 
