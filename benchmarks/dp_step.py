@@ -1,12 +1,14 @@
 """Median wall time of one DP training step: flatpriv's dpsgd (ghost and vmap paths), dpsat, dpsam and sgd
 against Opacus 1.6 (``hooks`` and ``ghost`` modes) on the same model and batches, in one process.
 
-Every variant steps the same batches in turn (interleaved), so drift in machine load hits all alike. Against the
-machine's limit (:mod:`limits`): each variant's FLOPs per step (FlopCounterMode on one step), the FLOP/s its
+Every variant steps the same batches in turn (interleaved), so drift in machine load hits all alike; with
+``--block B`` each takes B steps in a row, so its weights and gradients are as warm as in a training run (with
+B = 1 every other variant's step runs in between, the vmap path's per-example gradients among them: 80 MB on the MLP).
+Against the machine's limit (:mod:`limits`): each variant's FLOPs per step (FlopCounterMode on one step), the FLOP/s its
 median step reaches, and the matmul peak for the model's largest layer at this batch (MLP: [B, W] @ [W, W];
 1-D CNN: the second conv's im2col [B·10, 5C] @ [5C, C]), so each variant's fraction of peak is printed.
 Prints one JSON object. Opacus is a benchmark-only dependency: ``pip install -e '.[bench]'``.
-Usage: python benchmarks/dp_step.py [--steps 200] [--batch-size 256] [--device cpu]
+Usage: python benchmarks/dp_step.py [--steps 200] [--batch-size 256] [--block 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -96,6 +98,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="steps each variant takes in a row before the next takes the same batches (1: strict interleaving; "
+        "more: each variant's tensors stay as warm as in a training run)",
+    )
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     kept = apply_allocator(a)
@@ -113,6 +122,7 @@ def main() -> None:
         "device": str(device),
         "expected_batch_size": a.batch_size,
         "steps": a.steps,
+        "block": a.block,
         "torch": torch.__version__,
         "opacus": opacus_version,
         "threads": torch.get_num_threads(),
@@ -140,7 +150,8 @@ def main() -> None:
         for step in steps.values():  # the first step of a ghost oracle also checks it against autograd, once
             step(x0, y0)
         flops = {k: count_flops(lambda step=step, x=x0, y=y0: step(x, y)) for k, step in steps.items()}
-        med = {k: statistics.median(v) * 1e3 for k, v in _time_interleaved(steps, batches, device, a.warmup).items()}
+        times = _time_interleaved(steps, batches, device, a.warmup, block=a.block)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         if mname == "mlp":
             peak = matmul_peak(1, a.batch_size, mcfg.width, mcfg.width, a.device)
         else:

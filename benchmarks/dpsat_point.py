@@ -26,7 +26,8 @@ the kernels' code warm). The "dpsat" variant's step includes that second point a
 time is dpsat_library's plus that; compare dpsat_library with dpsgd for the ratio.
 On CUDA the script's points read ‖g̃‖ as a float (a device sync) where the library's do not: a CPU question.
 Prints one JSON object.
-Usage: python benchmarks/dpsat_point.py [--model mlp,cnn1d] [--steps 400] [--batch-size 256] [--device cpu]
+Usage: python benchmarks/dpsat_point.py [--model mlp,cnn1d] [--steps 400] [--batch-size 256] [--block 1]
+       [--device cpu]
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def variant(probe: Probe, name: str, step: Callable, after: Callable | None = No
     return run
 
 
-def measure(probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmup: int, device: torch.device) -> dict:
+def measure(
+    probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmup: int, device: torch.device, block: int = 1
+) -> dict:
     """The five variants on one model, interleaved; the JSON row."""
     n, batch = len(data.y_train), len(batches[0][1])
     probe.hits = 0
@@ -160,7 +163,7 @@ def measure(probe: Probe, mcfg: ModelConfig, data: Dataset, batches: list, warmu
     for v in probe.parts.values():
         v.clear()
     untimed = {"dpsat_point_untimed": prepared["dpsat_point_untimed"]}
-    times = _time_interleaved(steps, batches, device, warmup, untimed)
+    times = _time_interleaved(steps, batches, device, warmup, untimed, block)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     same = all(torch.equal(p, q) for p, *others in zip(*(m.parameters() for m in models[1:])) for q in others)
     return {
@@ -191,6 +194,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="steps each variant takes in a row before the next takes the same batches (1: strict interleaving; "
+        "more: each variant's tensors stay as warm as in a training run)",
+    )
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     kept = apply_allocator(a)
@@ -202,6 +212,7 @@ def main() -> None:
         "device": str(device),
         "expected_batch_size": a.batch_size,
         "steps": a.steps,
+        "block": a.block,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "allocator_kept_freed_memory": kept,
@@ -209,7 +220,7 @@ def main() -> None:
         "models": {},
     }
     for mname in a.model.split(","):
-        out["models"][mname] = measure(probe, MODELS[mname], data, batches, a.warmup, device)
+        out["models"][mname] = measure(probe, MODELS[mname], data, batches, a.warmup, device, a.block)
     print(json.dumps(out))
 
 

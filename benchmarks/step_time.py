@@ -40,25 +40,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time_interleaved(steps: dict, batches, device, warmup: int, untimed: dict | None = None) -> dict[str, list[float]]:
+def _time_interleaved(
+    steps: dict, batches, device, warmup: int, untimed: dict | None = None, block: int = 1
+) -> dict[str, list[float]]:
     """Each batch is stepped by every variant in turn, so drift in machine load hits all of them alike; the order
     is shuffled per batch, so no variant always runs right after a memory-hungry one (cold caches).
-    ``untimed[name]()``, where given, runs right before that variant's step, outside its timer."""
+    ``untimed[name]()``, where given, runs right before that variant's step, outside its timer. With ``block``
+    B > 1 each variant steps B batches in a row before the next variant steps the same B (the order shuffled per
+    block): after its first step in a block, a variant's weights, gradients and optimizer state were last touched
+    by its own previous step, as in a training run, instead of by the other variants' steps."""
     times: dict[str, list[float]] = {k: [] for k in steps}
     order = list(steps)
     rng = random.Random(0)
-    for i, (x, y) in enumerate(batches):
+    for start in range(0, len(batches), block):
         rng.shuffle(order)
         for name in order:
             step = steps[name]
-            if untimed and name in untimed:
-                untimed[name]()
-            _sync(device)
-            t = time.perf_counter()
-            step(x, y)
-            _sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t)
+            for i in range(start, min(start + block, len(batches))):
+                x, y = batches[i]
+                if untimed and name in untimed:
+                    untimed[name]()
+                _sync(device)
+                t = time.perf_counter()
+                step(x, y)
+                _sync(device)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t)
     return times
 
 

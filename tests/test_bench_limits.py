@@ -131,3 +131,25 @@ def test_dpsat_point_refuses_a_stale_prepared_point() -> None:
     point, _ = probe.perturb(normalize(radius=0.03), g, (), params)
     torch.testing.assert_close(point["w"], torch.tensor([1.018, 1.024]))
     assert probe.hits == 1
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_interleaving_steps_every_variant_on_every_batch_in_blocks(block: int) -> None:
+    """step_time._time_interleaved: every variant steps every batch once, in order; with ``block`` B the calls come
+    in runs of B consecutive batches per variant; untimed work runs before each step of its variant only; the
+    first ``warmup`` batches are not timed."""
+    from step_time import _time_interleaved
+
+    calls: list[tuple[str, int]] = []
+    steps = {name: functools.partial(lambda name, x, y: calls.append((name, int(x))), name) for name in "abc"}
+    untimed = {"b": lambda: calls.append(("untimed", -1))}
+    batches = [(torch.tensor(i), None) for i in range(7)]
+    times = _time_interleaved(steps, batches, torch.device("cpu"), warmup=2, untimed=untimed, block=block)
+    stepped = [c for c in calls if c[0] != "untimed"]
+    for name in "abc":
+        assert [i for n, i in stepped if n == name] == list(range(7))
+        assert len(times[name]) == 5
+    runs = [stepped[j : j + block] for j in range(0, 6 * 3, block)][: 6 // block * 3]  # whole blocks only
+    assert all(len({n for n, _ in run}) == 1 for run in runs)  # one variant per run of B calls
+    assert all(calls[j + 1][0] == "b" for j, c in enumerate(calls) if c[0] == "untimed")
+    assert sum(c[0] == "untimed" for c in calls) == 7
