@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 from dp_step import flatpriv_step
 from limits import add_allocator_flag, apply_allocator, cache_capacity
-from step_time import MODELS, _time_interleaved, mnist1d_batches
+from step_time import MODELS, _time_interleaved, add_block_flag, mnist1d_batches
 
 import flatpriv.step.dp as dp_module
 from flatpriv import tree as T
@@ -194,13 +194,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument(
-        "--block",
-        type=int,
-        default=1,
-        help="steps each variant takes in a row before the next takes the same batches (1: strict interleaving; "
-        "more: each variant's tensors stay as warm as in a training run)",
-    )
+    add_block_flag(ap)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     kept = apply_allocator(a)

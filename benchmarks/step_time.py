@@ -69,6 +69,24 @@ def _time_interleaved(
     return times
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of steps")
+    return value
+
+
+def add_block_flag(ap: argparse.ArgumentParser) -> None:
+    """``--block B``, :func:`_time_interleaved`'s ``block``."""
+    ap.add_argument(
+        "--block",
+        type=_positive,
+        default=1,
+        help="steps each variant takes in a row before the next takes the same batches (1: strict interleaving; "
+        "more: each variant's tensors stay as warm as in a training run)",
+    )
+
+
 def flatpriv_step(algorithm: str, model: torch.nn.Module):
     cfg = config_from_dict({"algorithm": algorithm, "sharpness": {"rho": 0.05, "theta": 0.9}})  # the rows' defaults
     params = dict(model.named_parameters())
