@@ -237,6 +237,32 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return out
 
 
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float] | tuple[None, None]:
+    """(mean cross-entropy, accuracy) of ``model`` on (x, y); (None, None) for an empty split (fit without test
+    data)."""
+    if len(y) == 0:
+        return None, None
+    logits = predict(model, x, batch_size)
+    return nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a torch.device: cpu or cuda[:N], refused when no CUDA device is here."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FlatprivError(f"train.device = '{name}': no CUDA device is available here; use cpu")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise FlatprivError(f"train.device = '{name}': must be cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (a no-op on the CPU), so a wall-clock reading covers them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (all of them, trainable or not)."""
     return sum(p.numel() for p in model.parameters())

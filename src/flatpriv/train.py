@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint, results
 from .config import USER, Config, config_from_dict, config_to_dict
@@ -25,7 +24,7 @@ from .data import Dataset, load_data
 from .data import augment as aug
 from .errors import FlatprivError
 from .memorization.curvature import input_curvatures
-from .models import build_model, count_parameters, predict
+from .models import build_model, count_parameters, evaluate, predict, resolve_device, synchronize
 from .privacy.privatizer import PrivateRun, privacy_summary, setup_privacy
 from .privacy.sampling import noise_source
 from .privacy.validate import validate_model
@@ -53,14 +52,6 @@ class Setup:
     def evaluated(self) -> torch.nn.Module:
         """The model the run evaluates and saves: SWA's average once it holds a snapshot, else the trained one."""
         return self.average.model(self.model) if self.average else self.model
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FlatprivError(f"train.device = '{name}': no CUDA device is available here; use cpu")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise FlatprivError(f"train.device = '{name}': must be cpu or cuda[:N]")
-    return torch.device(name)
 
 
 def prepare(
@@ -102,19 +93,6 @@ def prepare(
     pipeline = algorithm.pipeline(cfg, model, private, total_steps=steps_per_epoch * cfg.train.epochs)
     average = RunAverage(cfg, model) if algorithm.averages else None
     return Setup(cfg, data, model, pipeline, optimizer, scheduler, steps_per_epoch, private, average)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[Any, Any]:
-    """(mean cross-entropy, accuracy) on (x, y); (None, None) for an empty split (fit without test data)."""
-    if len(y) == 0:
-        return None, None
-    logits = predict(model, x, batch_size)
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def _save_checkpoint(run_dir: Path, s: Setup, epoch: int, state: Any, gen: torch.Generator, elapsed: float) -> None:
@@ -172,13 +150,13 @@ def _epochs(
                 s.scheduler.step()
             loss_sum += loss * len(idx)
             losses.append(loss.detach())
-        _sync(data.x_train.device)
+        synchronize(data.x_train.device)
         train_seconds += time.perf_counter() - t_steps  # sampling and steps alone: what Opacus's loop times
         checkpoint.check_finite(losses, params, epoch, s.steps_per_epoch, run_dir)
         if s.average:
             s.average.after_epoch(epoch, s.model)
-        train_loss, train_acc = _eval(s.evaluated, data.x_train, data.y_train, cfg.train.eval_batch_size)
-        test_loss, test_acc = _eval(s.evaluated, data.x_test, data.y_test, cfg.train.eval_batch_size)
+        train_loss, train_acc = evaluate(s.evaluated, data.x_train, data.y_train, cfg.train.eval_batch_size)
+        test_loss, test_acc = evaluate(s.evaluated, data.x_test, data.y_test, cfg.train.eval_batch_size)
         record = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * s.steps_per_epoch,
@@ -223,15 +201,8 @@ def _finish(s: Setup, run_dir: Path, last: dict[str, Any]) -> dict[str, Any]:
                 continue
             logits = predict(s.evaluated, x, cfg.train.eval_batch_size)
             results.save_array(run_dir, f"{split}_logits", logits.cpu().numpy().astype(np.float32))
-    for name, arr in (
-        ("train_labels", data.y_train),
-        ("test_labels", data.y_test),
-        ("train_index", data.train_index),
-        ("test_index", data.test_index),
-    ):
-        results.save_array(run_dir, name, arr.cpu().numpy())
-    for name, arr in data.meta.items():
-        results.save_array(run_dir, name, np.asarray(arr))
+    for name, arr in data.arrays().items():
+        results.save_array(run_dir, name, arr)
     summary = {
         "algorithm": cfg.algorithm,
         "dataset": cfg.data.name,

@@ -23,8 +23,7 @@ from ..data import load_data
 from ..errors import FlatprivError
 from ..memorization import correctness, memorization
 from ..memorization.curvature import aggregate, input_curvature
-from ..models import build_model
-from ..train import resolve_device
+from ..models import build_model, resolve_device
 from .memorization import load_pool
 
 

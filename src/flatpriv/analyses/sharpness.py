@@ -19,9 +19,8 @@ from .. import progress, results
 from ..config import config_from_dict
 from ..data import load_data
 from ..errors import FlatprivError
-from ..models import build_model
+from ..models import build_model, resolve_device
 from ..step.sharpness import fixed_subset, hessian_trace, top_eigenvalue
-from ..train import resolve_device
 
 
 def load_run_model(run_dir: Path) -> tuple[Any, torch.nn.Module, Any]:

@@ -74,6 +74,14 @@ class Dataset:
             self, x_train=self.x_train[pos], y_train=self.y_train[pos], train_index=self.train_index[pos], meta=meta
         )
 
+    def arrays(self, indices: bool = True) -> dict[str, np.ndarray]:
+        """What a run directory keeps of the data set, as numpy: ``train_labels``, ``test_labels``, with
+        ``indices`` the stable ``train_index`` and ``test_index``, then every ``meta`` array."""
+        out = {"train_labels": self.y_train, "test_labels": self.y_test}
+        if indices:
+            out |= {"train_index": self.train_index, "test_index": self.test_index}
+        return {k: v.cpu().numpy() for k, v in out.items()} | {k: np.asarray(v) for k, v in self.meta.items()}
+
     def to(self, device: str | torch.device) -> Dataset:
         """A copy whose tensors are on ``device`` (meta stays numpy, shared)."""
         return dataclasses.replace(

@@ -18,7 +18,7 @@ from .. import progress, results
 from ..config import config_from_dict
 from ..data import load_data
 from ..errors import FlatprivError
-from ..train import resolve_device
+from ..models import resolve_device
 from .plain import train_models
 
 VIEW_LOGITS = ("train_logits_views", "test_logits_views")  # [K, V, N, C] logits on the query views (augmented pools)

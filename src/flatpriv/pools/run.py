@@ -21,11 +21,11 @@ from ..config import Config, config_from_dict, config_to_dict
 from ..data import augment as aug
 from ..data import load_data
 from ..errors import FlatprivError
+from ..models import resolve_device
 from ..privacy.privatizer import privacy_summary, setup_privacy
 from ..privacy.sampling import noise_source
 from ..progress import bar
 from ..step import get_algorithm
-from ..train import resolve_device
 from .chunks import VIEW_LOGITS, chunk_arrays, chunk_done, ray_memory, run_on_ray, save_chunk
 from .masks import make_keep
 from .memory import chunk_size as choose_chunk
@@ -89,10 +89,8 @@ def _run_chunks(
         results.save_array(run_dir, key, np.concatenate([p[key] for p in parts]))
     if "query_views" in parts[0]:  # (dy, dx, flip) of each view the *_logits_views arrays hold
         results.save_array(run_dir, "query_views", parts[0]["query_views"])
-    results.save_array(run_dir, "train_labels", data.y_train.cpu().numpy())
-    results.save_array(run_dir, "test_labels", data.y_test.cpu().numpy())
-    for name, arr in data.meta.items():
-        results.save_array(run_dir, name, np.asarray(arr))
+    for name, arr in data.arrays(indices=False).items():
+        results.save_array(run_dir, name, arr)
     train_acc = np.concatenate([p["train_accuracy"] for p in parts])
     test_acc = np.concatenate([p["test_accuracy"] for p in parts])
     private = {

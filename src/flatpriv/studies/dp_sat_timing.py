@@ -17,15 +17,11 @@ from typing import Any
 import torch
 
 from ..config_io import resolve
+from ..models import synchronize
 from ..step import take_step
 from ..train import prepare
 from .dp_sat import ALGORITHMS, arms, overrides
 from .runner import Context
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timing_stage(arm: str) -> Callable[[Context], dict[str, Any]]:
@@ -52,10 +48,10 @@ def timing_stage(arm: str) -> Callable[[Context], dict[str, Any]]:
             rng.shuffle(order)
             for alg in order:
                 st = setups[alg]
-                _sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 states[alg], _ = take_step(st.pipeline, params[alg], states[alg], st.optimizer, x, y)
-                _sync(device)
+                synchronize(device)
                 if i >= s["timing_warmup"]:
                     times[alg].append(time.perf_counter() - t0)
         return {"step_seconds": times, "batch": s["batch_size"], "threads": torch.get_num_threads()}
