@@ -215,22 +215,25 @@ class _Clipped:
     ) -> tuple[Tree, ClipInfo]:
         """Σ_i clip_C(∇ℓ_i(params)) and a :class:`ClipInfo`; an empty batch gives a zero tree and loss 0."""
         batch = int(x.shape[0])
-        ref = next(iter(params.values()), torch.zeros(()))
         if batch == 0:
+            ref = next(iter(params.values()), None)
+            ref = torch.zeros(()) if ref is None else ref
             zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
             norms = torch.zeros(0, dtype=ref.dtype, device=ref.device) if return_norms else None
             empty = torch.zeros(0, dtype=ref.dtype, device=ref.device)
             info = ClipInfo(zero, 0, norms, empty, self.sensitivity)
             return {k: torch.zeros_like(v) for k, v in params.items()}, info
         total: Tree | None = None
-        all_norms, loss = [], torch.zeros((), dtype=ref.dtype, device=ref.device)
+        loss: torch.Tensor | None = None
+        all_norms = []
         for sq, clipped_sum, loss_sum in self._chunks(params, x, y):
             norm = sq.sqrt()
             factor = clip_factor(norm, self.sensitivity)
             part = clipped_sum(factor)
             total = part if total is None else {k: total[k] + part[k] for k in total}
             all_norms.append(norm)
-            loss = loss + loss_sum
+            loss = loss_sum if loss is None else loss + loss_sum
+        assert total is not None and loss is not None
         norms = torch.cat(all_norms) if len(all_norms) > 1 else all_norms[0]
         info = ClipInfo(
             loss=loss / batch,
@@ -239,7 +242,6 @@ class _Clipped:
             all_norms=norms,
             clip_norm=self.sensitivity,
         )
-        assert total is not None
         return total, info
 
 

@@ -119,7 +119,7 @@ def ghost_norms(
     if any(g is not None for g in grads[len(outs) :]):
         raise GhostUnsupported("a parameter reached the loss without its module being called")
     flat = iter(grads[: len(outs)])
-    sq = torch.zeros(batch, dtype=loss.dtype, device=loss.device)
+    sq: torch.Tensor | None = None  # the first layer's sum starts it: no zeros and no add of them
     finishers: list[tuple[str, Finish]] = []
     with torch.no_grad():
         for (prefix, m, rule), rec in zip(layers, records):
@@ -127,7 +127,7 @@ def ghost_norms(
                 continue
             calls = [(a.detach(), torch.zeros_like(s) if (gs := next(flat)) is None else gs) for a, s, _, _ in rec]
             layer_sq, finish = rule(m, calls, batch)
-            sq = sq + layer_sq
+            sq = layer_sq if sq is None else sq + layer_sq
             finishers.append((prefix, finish))
 
     def clipped_sum(c: torch.Tensor) -> Tree:
@@ -135,4 +135,6 @@ def ghost_norms(
             out = {prefix + k: v for prefix, finish in finishers for k, v in finish(c).items()}
         return {k: out[k] if k in out else torch.zeros_like(v) for k, v in params.items()}
 
+    if sq is None:  # no supported layer ran
+        sq = torch.zeros(batch, dtype=loss.dtype, device=loss.device)
     return sq, clipped_sum, loss.detach()

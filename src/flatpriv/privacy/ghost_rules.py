@@ -25,23 +25,28 @@ def _ghost_cheaper(batch: int, ghost_flops: int, materialised_flops: int, size: 
     return ghost_flops < materialised_flops or batch * size > _MAX_MATERIALISED
 
 
+def _rows(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor, Finish]:
+    """Linear layer on one row per example: a [B, K], g [B, O]. ‖G_i‖² = ‖a_i‖²‖g_i‖², and the bias adds ‖g_i‖²."""
+    k, o = a.shape[1], g.shape[1]
+    # one fused kernel per norm (vector_norm), not a squared copy and a sum: profiled, docs/benchmarks.md
+    gg = torch.linalg.vector_norm(g, dim=1).square()
+    aa = torch.linalg.vector_norm(a, dim=1).square()
+    sq = gg * (aa + 1.0) if bias else gg * aa
+
+    def finish(c: torch.Tensor) -> dict[str, torch.Tensor]:
+        # c scales the narrower side of the product (a layer's input or its output gradient)
+        w = g.T @ (a * c[:, None]) if k <= o else (g * c[:, None]).T @ a
+        return {"weight": w, "bias": c @ g} if bias else {"weight": w}
+
+    return sq, finish
+
+
 def _tokens(a: torch.Tensor, g: torch.Tensor, bias: bool) -> tuple[torch.Tensor, Finish]:
     """Linear-type layer in token form: a [B, T, K], g [B, T, O] -> (‖∇_W ℓ_i‖² (+ ‖∇_b ℓ_i‖²), finish)."""
     batch, t, k = a.shape
     o = g.shape[-1]
-    if t == 1:  # ‖G_i‖² = ‖a_i‖²‖g_i‖², and the bias adds ‖g_i‖²
-        a1, g1 = a[:, 0], g[:, 0]
-        # one fused kernel per norm (vector_norm), not a squared copy and a sum: profiled, docs/benchmarks.md
-        gg = torch.linalg.vector_norm(g1, dim=1).square()
-        aa = torch.linalg.vector_norm(a1, dim=1).square()
-        sq = gg * (aa + 1.0) if bias else gg * aa
-
-        def finish1(c: torch.Tensor) -> dict[str, torch.Tensor]:
-            # c scales the narrower side of the product (a layer's input or its output gradient)
-            w = g1.T @ (a1 * c[:, None]) if k <= o else (g1 * c[:, None]).T @ a1
-            return {"weight": w, "bias": c @ g1} if bias else {"weight": w}
-
-        return sq, finish1
+    if t == 1:
+        return _rows(a[:, 0], g[:, 0], bias)
     if _ghost_cheaper(batch, t * t * (k + o), t * k * o, k * o):  # the T×T Grams of a and g
         sq = (torch.bmm(a, a.mT) * torch.bmm(g, g.mT)).sum((1, 2))
 
@@ -79,6 +84,8 @@ def _cat_tokens(parts: Calls) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _linear(m: nn.Module, calls: Calls, batch: int) -> tuple[torch.Tensor, Finish]:
     """nn.Linear on [B, ..., K]: every leading position after the batch dim is a token."""
+    if len(calls) == 1 and calls[0][0].dim() == 2:  # an MLP's layer, called once: no token views (fewer ops)
+        return _rows(*calls[0], bias=m.bias is not None)
     parts = [(a.reshape(batch, -1, a.shape[-1]), g.reshape(batch, -1, g.shape[-1])) for a, g in calls]
     return _tokens(*_cat_tokens(parts), bias=m.bias is not None)
 
