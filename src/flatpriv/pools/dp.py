@@ -143,7 +143,7 @@ def train_dp_models(
     ):
         active = [t < total for total in totals]  # a finished model samples, draws and releases nothing more
         idx, real = _poisson_batches(subsets, sizes, q, samplers, active)
-        yw = torch.stack([data.y_train[idx], real], dim=-1)
+        yw = torch.stack([aug.labels(data, idx), real], dim=-1)
         noise = _noise(template, noise_gens, active, pipe.releases, std, divisor)
         g, state = pool_grad(
             pipe.grad,

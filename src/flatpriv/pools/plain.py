@@ -136,12 +136,12 @@ def _train_plain(
             c = counts[:, j]
             if (c == c[0]).all():  # every model has a full (or the same short) batch: the plain mean
                 idx = pos[:, j, : int(c[0])]
-                x, y, pipe = aug.batch(data, idx, cfg.augment, model_seeds, t0 + j), data.y_train[idx], pipelines[0]
+                x, y, pipe = aug.batch(data, idx, cfg.augment, model_seeds, t0 + j), aug.labels(data, idx), pipelines[0]
             else:  # batches of different sizes: padded rows get weight 0
                 real = pos[:, j] >= 0
                 idx = pos[:, j].clamp(min=0)
                 x, pipe = aug.batch(data, idx, cfg.augment, model_seeds, t0 + j), pipelines[1]
-                y = torch.stack([data.y_train[idx], real.long()], dim=-1)
+                y = torch.stack([aug.labels(data, idx), real.long()], dim=-1)
             # detached: under torch.func a gradient of parameters that require grad keeps its graph, and a state
             # built from it (VaSSO's d) would hold every step's graph (a pool of 128 VaSSO models grew to 24 GB)
             g, state = pool_grad(pipe.grad, vectorized, {n: v.detach() for n, v in params.items()}, state, x, y)
