@@ -19,8 +19,8 @@ import statistics
 import warnings
 
 import torch
-from limits import add_allocator_flag, apply_allocator, cache_capacity, count_flops, matmul_peak
-from step_time import MODELS, _time_interleaved, add_block_flag, mnist1d_batches
+from limits import add_allocator_flag, apply_allocator, count_flops, matmul_peak, step_header
+from step_time import MODELS, _time_interleaved, add_timing_flags, mnist1d_batches
 
 from flatpriv.config import config_from_dict
 from flatpriv.models import build_model
@@ -95,11 +95,7 @@ def opacus_step(model: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_allocator_flag(ap)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=256)
-    add_block_flag(ap)
-    ap.add_argument("--device", default="cpu")
+    add_timing_flags(ap, steps=200, warmup=20, batch_size=256)
     a = ap.parse_args()
     kept = apply_allocator(a)
     warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook).*")
@@ -112,18 +108,7 @@ def main() -> None:
         opacus_version: str | None = opacus.__version__
     except ImportError:
         opacus_version = None
-    out: dict = {
-        "device": str(device),
-        "expected_batch_size": a.batch_size,
-        "steps": a.steps,
-        "block": a.block,
-        "torch": torch.__version__,
-        "opacus": opacus_version,
-        "threads": torch.get_num_threads(),
-        "allocator_kept_freed_memory": kept,
-        "onednn_primitive_cache_capacity": cache_capacity(),
-        "models": {},
-    }
+    out: dict = {**step_header(a, kept, opacus=opacus_version), "models": {}}
     for mname, mcfg in MODELS.items():
 
         def fresh(mcfg=mcfg) -> torch.nn.Module:

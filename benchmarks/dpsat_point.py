@@ -40,8 +40,8 @@ from collections.abc import Callable
 
 import torch
 from dp_step import flatpriv_step
-from limits import add_allocator_flag, apply_allocator, cache_capacity
-from step_time import MODELS, _time_interleaved, add_block_flag, mnist1d_batches
+from limits import add_allocator_flag, apply_allocator, step_header
+from step_time import MODELS, _time_interleaved, add_timing_flags, mnist1d_batches
 
 import flatpriv.step.dp as dp_module
 from flatpriv import tree as T
@@ -191,28 +191,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_allocator_flag(ap)
     ap.add_argument("--model", default="mlp,cnn1d", help="comma-separated: mlp, cnn1d")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=256)
-    add_block_flag(ap)
-    ap.add_argument("--device", default="cpu")
+    add_timing_flags(ap, steps=400, warmup=20, batch_size=256)
     a = ap.parse_args()
     kept = apply_allocator(a)
     device = torch.device(a.device)
     probe = Probe(dp_module.perturb)
     dp_module.perturb = probe.perturb  # the DP-SAT pipeline looks perturb up in its module at each step
     data, batches = mnist1d_batches(device, a.batch_size, a.steps)
-    out: dict = {
-        "device": str(device),
-        "expected_batch_size": a.batch_size,
-        "steps": a.steps,
-        "block": a.block,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "allocator_kept_freed_memory": kept,
-        "onednn_primitive_cache_capacity": cache_capacity(),
-        "models": {},
-    }
+    out: dict = {**step_header(a, kept), "models": {}}
     for mname in a.model.split(","):
         out["models"][mname] = measure(probe, MODELS[mname], data, batches, a.warmup, device, a.block)
     print(json.dumps(out))

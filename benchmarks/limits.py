@@ -62,6 +62,22 @@ def cache_capacity() -> int | None:
     return None if value is None else int(value)
 
 
+def step_header(a: argparse.Namespace, kept: bool, **extra: Any) -> dict[str, Any]:
+    """The JSON head of an interleaved step benchmark (``step_time.add_timing_flags``'s arguments): the device,
+    batch, steps, block, torch, ``extra`` (e.g. Opacus's version), threads and the allocator settings."""
+    return {
+        "device": str(torch.device(a.device)),
+        "expected_batch_size": a.batch_size,
+        "steps": a.steps,
+        "block": a.block,
+        "torch": torch.__version__,
+        **extra,
+        "threads": torch.get_num_threads(),
+        "allocator_kept_freed_memory": kept,
+        "onednn_primitive_cache_capacity": cache_capacity(),
+    }
+
+
 def _sync(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()

@@ -3,7 +3,8 @@ hand-written SAM loop (swa steps as its base row does: its averaging runs once p
 
 The hand-written loop is the style users copy today (davda54/sam): perturb ``p.data`` in place, second
 forward/backward, restore, ``optimizer.step()``. All variants run in this one process on the same batches.
-Prints one JSON object. Usage: python benchmarks/step_time.py [--steps 300] [--batch-size 128] [--device cpu]
+Prints one JSON object.
+Usage: python benchmarks/step_time.py [--steps 300] [--batch-size 128] [--block 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_block_flag(ap: argparse.ArgumentParser) -> None:
-    """``--block B``, :func:`_time_interleaved`'s ``block``."""
+def add_timing_flags(ap: argparse.ArgumentParser, steps: int, warmup: int, batch_size: int) -> None:
+    """The interleaved step benchmarks' flags: --steps, --warmup, --batch-size, --block (:func:`_time_interleaved`'s
+    ``block``) and --device."""
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
     ap.add_argument(
         "--block",
         type=_positive,
@@ -85,6 +90,7 @@ def add_block_flag(ap: argparse.ArgumentParser) -> None:
         help="steps each variant takes in a row before the next takes the same batches (1: strict interleaving; "
         "more: each variant's tensors stay as warm as in a training run)",
     )
+    ap.add_argument("--device", default="cpu")
 
 
 def flatpriv_step(algorithm: str, model: torch.nn.Module):
@@ -125,10 +131,7 @@ def handwritten_sam_step(model: torch.nn.Module, rho: float = 0.05):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--device", default="cpu")
+    add_timing_flags(ap, steps=300, warmup=30, batch_size=128)
     ap.add_argument("--rounds", type=int, default=3, help="repetitions with fresh models; the median over all steps")
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -137,6 +140,7 @@ def main() -> None:
         "device": str(device),
         "batch_size": a.batch_size,
         "steps": a.steps,
+        "block": a.block,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -158,7 +162,7 @@ def main() -> None:
             for name, make in variants.items():
                 torch.manual_seed(0)
                 steps[name] = make(build_model(mcfg, data.input_shape, data.num_classes).to(device))
-            for name, t in _time_interleaved(steps, batches, device, a.warmup).items():
+            for name, t in _time_interleaved(steps, batches, device, a.warmup, block=a.block).items():
                 samples[name] += t
         med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
         out["models"][mname] = {
