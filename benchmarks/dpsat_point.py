@@ -152,17 +152,15 @@ def measure(
         "dpsat": variant(probe, "dpsat", flatpriv_step("dpsat", fresh(), n, batch)),
         "dpsat_library": variant(probe, "dpsat_library", flatpriv_step("dpsat", fresh(), n, batch)),
     }
-    prepared = {}
-    for name in ("dpsat_point_after_step", "dpsat_point_untimed"):
-        prep_step, view = flatpriv_step("dpsat", fresh(), n, batch, with_state=True)
-        prepared[name] = prepare_point(probe, view)
-        after = prepared[name] if name == "dpsat_point_after_step" else None
-        steps[name] = variant(probe, "prepared", prep_step, after)
+    after_step, after_view = flatpriv_step("dpsat", fresh(), n, batch, with_state=True)
+    steps["dpsat_point_after_step"] = variant(probe, "prepared", after_step, prepare_point(probe, after_view))
+    untimed_step, untimed_view = flatpriv_step("dpsat", fresh(), n, batch, with_state=True)
+    steps["dpsat_point_untimed"] = variant(probe, "prepared", untimed_step)
+    untimed = {"dpsat_point_untimed": prepare_point(probe, untimed_view)}  # run before each step, outside its timer
     for step in steps.values():
         step(*batches[0])
     for v in probe.parts.values():
         v.clear()
-    untimed = {"dpsat_point_untimed": prepared["dpsat_point_untimed"]}
     times = _time_interleaved(steps, batches, device, warmup, untimed, block)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     same = all(torch.equal(p, q) for p, *others in zip(*(m.parameters() for m in models[1:])) for q in others)
